@@ -84,3 +84,101 @@ def transcode_clip(
 def read_all(path: str | Path, **kw) -> np.ndarray:
     """Whole (short) clip as (n, h, w, 3). For tests and small clips only."""
     return np.stack([img for _, img in iter_frames(path, **kw)])
+
+
+class _SegmentWriter:
+    """An open H.264 encoder for one segment, committed atomically when closed."""
+
+    def __init__(self, dst: Path, rate: Fraction, crf: int, preset: str, size: tuple[int, int]):
+        from ..storage.atomic import atomic_path as _ap
+
+        self._ctx = _ap(dst)
+        self.tmp = self._ctx.__enter__()
+        self.out = av.open(str(self.tmp), mode="w", format="mp4")
+        w, h = _even(size[0]), _even(size[1])
+        self.stream = self.out.add_stream("libx264", rate=rate)
+        self.stream.width, self.stream.height = w, h
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": str(crf), "preset": preset}
+        self.frames = 0
+
+    def write(self, img: np.ndarray) -> None:
+        h, w = self.stream.height, self.stream.width
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h, :w]), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.out.mux(packet)
+        self.frames += 1
+
+    def close(self, ok: bool = True) -> None:
+        try:
+            if ok:
+                for packet in self.stream.encode():
+                    self.out.mux(packet)
+            self.out.close()
+        except BaseException as e:
+            self._ctx.__exit__(type(e), e, e.__traceback__)
+            raise
+        if ok:
+            self._ctx.__exit__(None, None, None)
+        else:
+            err = RuntimeError("segment aborted")
+            self._ctx.__exit__(RuntimeError, err, None)
+
+
+def transcode_segments(
+    src: str | os.PathLike,
+    segments: list[tuple[int, int, str | os.PathLike]],
+    *,
+    fps: float,
+    crf: int = 23,
+    preset: str = "veryfast",
+    max_side: int | None = None,
+    on_frame=None,
+) -> dict[str, int]:
+    """Cut many (start, end, dst) segments out of src in ONE decode pass. Returns {dst: frames}.
+
+    Segments must not overlap. A decode error ends the pass: segments already complete are kept,
+    the open one is discarded (never half-written), the rest are reported with 0 frames.
+    on_frame(idx, rgb) is called for every frame inside a segment (to sample frames for analysis
+    without decoding again).
+    """
+    segs = sorted(((int(s), int(e), Path(d)) for s, e, d in segments), key=lambda t: t[0])
+    for (s1, e1, _), (s2, _, _) in zip(segs, segs[1:]):
+        if s2 <= e1:
+            raise ValueError(f"overlapping segments {s1}..{e1} and {s2}..")
+    written: dict[str, int] = {str(d): 0 for _, _, d in segs}
+    if not segs:
+        return written
+    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+    size = None
+    if max_side:
+        from .decode import fit_size
+        from .probe import probe
+
+        info = probe(src)
+        if max(info.width, info.height) > max_side:
+            size = fit_size(info.width, info.height, max_side)
+    i = 0
+    writer: _SegmentWriter | None = None
+    try:
+        for idx, img in iter_frames(src, start=segs[0][0], end=segs[-1][1], size=size):
+            while i < len(segs) and idx > segs[i][1]:
+                i += 1
+            if i >= len(segs):
+                break
+            s, e, dst = segs[i]
+            if idx < s:
+                continue
+            if writer is None:
+                writer = _SegmentWriter(dst, rate, crf, preset, (img.shape[1], img.shape[0]))
+            writer.write(img)
+            if on_frame is not None:
+                on_frame(idx, img)
+            if idx == e:
+                writer.close(ok=True)
+                written[str(dst)] = writer.frames
+                writer = None
+    finally:
+        if writer is not None:  # source ended (truncated) inside a segment: discard it
+            writer.close(ok=False)
+    return written

@@ -82,6 +82,9 @@ def probe(path: str | os.PathLike, *, count_frames: bool = False, vfr_window: in
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.InvalidDataError as e:
+        kind = _sniff(path)
+        if kind:
+            raise VideoError(f"truncated or corrupt {kind} file: its container cannot be parsed", path) from e
         raise VideoError("not a video: no known container format in its content", path) from e
     except av.error.FFmpegError as e:
         raise VideoError(f"cannot open: {e}", path) from e
@@ -158,6 +161,25 @@ def probe(path: str | os.PathLike, *, count_frames: bool = False, vfr_window: in
             variable_frame_rate=vfr,
             size_bytes=size,
         )
+
+
+_MAGIC = [
+    (4, b"ftyp", "MP4/MOV"),
+    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
+    (0, b"RIFF", "AVI"),
+    (0, b"\x00\x00\x01\xba", "MPEG-PS"),
+    (0, b"FLV", "FLV"),
+]
+
+
+def _sniff(path: Path) -> str:
+    """Container family from the first bytes, to tell 'truncated video' from 'not a video'."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    for off, magic, name in _MAGIC:
+        if head[off : off + len(magic)] == magic:
+            return name
+    return ""
 
 
 def _count_packets(path: Path) -> int:

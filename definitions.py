@@ -1,0 +1,22 @@
+"""The Dagster code location: assets, checks, jobs, sensors and resources of wfm-platform."""
+
+import sys
+from pathlib import Path
+
+# The Dagster folders (assets/, resources/, jobs/, sensors/) are not installed packages: make them
+# importable from wherever `dagster dev -w workspace.yaml` or `wfm curate` loads this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dagster as dg  # noqa: E402
+
+from assets.curation import CURATION_ASSETS  # noqa: E402
+from jobs.curation import curation_job  # noqa: E402
+from resources import default_resources  # noqa: E402
+from sensors.uploads import upload_sensor  # noqa: E402
+
+defs = dg.Definitions(
+    assets=CURATION_ASSETS,
+    jobs=[curation_job],
+    sensors=[upload_sensor],
+    resources=default_resources(),
+)

@@ -1,0 +1,102 @@
+"""Dagster resources: thin configurable wrappers that build library objects.
+
+Each deployment picks values through environment variables (dg.EnvVar) or the launchpad; the
+defaults run everything on this machine under ./data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from wfm_platform.curation.config import REPO_ROOT, PipelineConfig
+from wfm_platform.storage.objectstore import ObjectStore
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("WFM_DATA_DIR", REPO_ROOT / "data")).expanduser().resolve()
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Object-store root for every artifact and the upload prefix the sensor watches."""
+
+    root_uri: str = ""
+    uploads_uri: str = ""
+
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.root_uri or os.environ.get("WFM_STORAGE_ROOT", str(data_dir() / "store")))
+
+    def uploads(self) -> ObjectStore:
+        return ObjectStore(self.uploads_uri or os.environ.get("WFM_UPLOADS_URI", str(data_dir() / "uploads")))
+
+
+class CatalogResource(dg.ConfigurableResource):
+    """LanceDB clip catalog (a local folder or an object-store URI)."""
+
+    uri: str = ""
+
+    def catalog(self):
+        from wfm_platform.storage.catalog import Catalog
+
+        return Catalog(self.uri or os.environ.get("WFM_CATALOG_URI", str(data_dir() / "catalog")))
+
+
+class PipelineConfigResource(dg.ConfigurableResource):
+    """configs/pipeline.yaml (or another file) with WFM_<SECTION>__<KEY> overrides."""
+
+    path: str = ""
+
+    def load(self) -> PipelineConfig:
+        return PipelineConfig.load(self.path or os.environ.get("WFM_PIPELINE_CONFIG") or None)
+
+
+class CaptionerResource(dg.ConfigurableResource):
+    """signals: offline factual captions from measured signals (default, no model).
+    openai: a VLM behind an OpenAI-compatible endpoint, e.g. vLLM serving Qwen2.5-VL."""
+
+    kind: str = "signals"
+    base_url: str = ""
+    model: str = ""
+    api_key: str = ""
+    n_frames: int = 8
+
+    def captioner(self):
+        from wfm_platform.curation.captions import make_captioner
+
+        kind = os.environ.get("WFM_CAPTIONER", self.kind)
+        if kind == "openai":
+            return make_captioner(
+                "openai",
+                base_url=self.base_url or os.environ["WFM_VLM_BASE_URL"],
+                model=self.model or os.environ["WFM_VLM_MODEL"],
+                api_key=self.api_key or os.environ.get("WFM_VLM_API_KEY"),
+                n_frames=self.n_frames,
+            )
+        return make_captioner(kind)
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """visual-signature: offline near-duplicate signature (default). torchscript: your own encoder."""
+
+    kind: str = "visual-signature"
+    model_path: str = ""
+
+    def embedder(self):
+        from wfm_platform.curation.embeddings import make_embedder
+
+        kind = os.environ.get("WFM_EMBEDDER", self.kind)
+        if kind == "torchscript":
+            return make_embedder(kind, path=self.model_path or os.environ["WFM_EMBEDDER_PATH"])
+        return make_embedder(kind)
+
+
+def default_resources() -> dict:
+    return {
+        "storage": StorageResource(),
+        "catalog": CatalogResource(),
+        "pipeline_config": PipelineConfigResource(),
+        "captioner": CaptionerResource(),
+        "embedder": EmbedderResource(),
+    }

