@@ -12,13 +12,15 @@ Two implementations behind one small `Captioner` protocol:
   errors.
 
 Units of the motion signals (computed here, and expected in `hints` under the same keys):
+(the same units as wfm_platform.curation.filters' scores, so its scores can be passed as hints)
   motion_mean      mean optical-flow speed, in frame diagonals per second
-  camera_pan_x/_y  global camera-model translation of the image content, in frame widths / heights per
-                   second (positive = content moves right / down, i.e. the camera pans left / tilts up)
+  camera_pan_x/_y  global translation of the image content, in frame diagonals per second
+                   (positive = content moves right / down, i.e. the camera pans left / tilts up)
   camera_zoom      relative scale change per second (positive = content grows = zoom in)
-  shakiness        frame-to-frame change of that translation (jitter), in frame sizes per second
-  moving_area      share of the frame whose motion the camera model does not explain (moving subjects)
-  brightness_mean  mean luma 0..255 (a value <= 1.0 is read as a 0..1 fraction)
+  shakiness        change of that translation between consecutive ~0.1 s intervals (jitter), diagonals/s
+  moving_area      share of the frame whose motion the camera model does not explain (moving subjects);
+                   from hints, 1 - still_area_ratio stands in for it
+  brightness_mean  mean luma 0..255 (a value <= 1.0 is read as a 0..1 fraction, as the filters give it)
 """
 
 from __future__ import annotations
@@ -52,12 +54,13 @@ DEFAULT_PROMPT = (
 )
 
 # --- thresholds of the offline captioner (units in the module docstring) ---------------------------
-ANALYSIS_SIDE = 640  # sampled RGB frames for faces / OCR: longer side in px
+ANALYSIS_SIDE = 640  # sampled RGB frames (OCR reads these): longer side in px
+FACE_SIDE = 480  # Haar face detection
 MOTION_SIDE = 256  # gray frames for optical flow
 COLOUR_SIDE = 96  # frames for colour naming
 MOTION_GAP_S = 0.1  # time between the two frames of a flow pair
 MOTION_POSITIONS = 6  # where in the clip motion is measured (each: 3 frames -> 2 flow pairs)
-PAN_MIN = 0.03  # |camera_pan| above this (frame sizes / s) and consistent in sign -> "pans"
+PAN_MIN = 0.03  # |camera_pan_x/y| above this (diagonals / s) and consistent in sign -> "pans"
 ZOOM_MIN = 0.03  # |camera_zoom| per second above this -> "zooms"
 SHAKY_MIN = 0.10  # shakiness above this -> "handheld, shaky camera"
 MOVING_AREA_MIN = 0.005  # moving_area above this -> "moving subjects"
@@ -113,8 +116,11 @@ def _resolve_clip(path, start: int, end: int | None, fps: float | None) -> _Clip
     last = info.num_frames - 1
     if end is None:
         end = last
-    elif info.frames_exact and end > last:
-        raise CaptionError(f"cannot caption {path}: end frame {end} is past the last frame {last}")
+    else:
+        # Without an exact count the header estimate may be a frame or two off: allow that much.
+        slack = 0 if info.frames_exact else 2 + info.num_frames // 100
+        if end > last + slack:
+            raise CaptionError(f"cannot caption {path}: end frame {end} is past the last frame {last}")
     if start < 0 or end < start:
         raise CaptionError(f"cannot caption {path}: empty or negative frame range {start}..{end}")
     rate = fps if fps and fps > 0 else info.fps
@@ -147,7 +153,7 @@ def _sample_rgb(clip: _Clip, n: int, max_side: int) -> list[tuple[int, np.ndarra
 
 _ocr_lock = threading.Lock()
 _ocr_engine = None
-_face_cascade = None
+_face_cascades: tuple[cv2.CascadeClassifier, cv2.CascadeClassifier] | None = None
 
 
 def _get_ocr():
@@ -165,16 +171,19 @@ def _get_ocr():
     return _ocr_engine
 
 
-def _get_face_cascade() -> cv2.CascadeClassifier:
-    global _face_cascade
-    if _face_cascade is None:
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():
-            raise CaptionError(f"Haar cascade not loadable from {path}; needs opencv-contrib-python-headless 4.x "
-                               "(or SignalCaptioner(detect_faces=False))")
-        _face_cascade = cascade
-    return _face_cascade
+def _get_face_cascades() -> tuple[cv2.CascadeClassifier, cv2.CascadeClassifier]:
+    """(detector, verifier): OpenCV's default frontal-face cascade finds faces, the alt2 cascade confirms."""
+    global _face_cascades
+    if _face_cascades is None:
+        loaded = []
+        for name in ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml"):
+            cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+            if cascade.empty():
+                raise CaptionError(f"Haar cascade {name} not loadable from {cv2.data.haarcascades}; needs "
+                                   "opencv-contrib-python-headless 4.x (or SignalCaptioner(detect_faces=False))")
+            loaded.append(cascade)
+        _face_cascades = (loaded[0], loaded[1])
+    return _face_cascades
 
 
 def _brightness(frames: list[np.ndarray]) -> float:
@@ -215,15 +224,27 @@ def _colour_shares(frames: list[np.ndarray]) -> dict[str, float]:
 
 
 def _faces(frames: list[np.ndarray]) -> tuple[int, list[int]]:
-    """Faces in the sampled frames. A Haar detection in a single frame is often texture (feathers,
-    leaves), so a face counts only when found in at least half the frames: the count is the upper
-    median of the per-frame counts."""
-    cascade = _get_face_cascade()
+    """Faces in the sampled frames: (count, per-frame counts).
+
+    The default cascade alone fires on texture (cockatoo feathers, 3 of 16 frames), so each detection is
+    confirmed by the alt2 cascade run only inside that box (cheap), and a face counts only when found in
+    at least half the frames: the count is the upper median of the per-frame counts.
+    """
+    detector, verifier = _get_face_cascades()
     counts = []
     for f in frames:
-        gray = cv2.equalizeHist(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY))
-        found = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=6, minSize=(24, 24))
-        counts.append(len(found))
+        w, h = fit_size(f.shape[1], f.shape[0], FACE_SIDE)
+        small = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != f.shape[1::-1] else f
+        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+        n = 0
+        for x, y, bw, bh in detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=6, minSize=(24, 24)):
+            m = bw // 4
+            roi = gray[max(0, y - m): y + bh + m, max(0, x - m): x + bw + m]
+            confirmed = verifier.detectMultiScale(roi, scaleFactor=1.05, minNeighbors=3,
+                                                  minSize=(int(bw * 0.7), int(bh * 0.7)),
+                                                  maxSize=(int(bw * 1.4) + 1, int(bh * 1.4) + 1))
+            n += len(confirmed) > 0
+        counts.append(n)
     return int(sorted(counts)[len(counts) // 2]), counts
 
 
@@ -297,7 +318,7 @@ def _motion(clip: _Clip) -> tuple[dict[str, float], list[int]]:
             explained = grid @ model[:, :2].T + model[:, 2] - grid
             residual = np.linalg.norm(vec - explained, axis=1) / diag / dt
             shift = model[:, :2] @ centre + model[:, 2] - centre
-            tx, ty = shift[0] / w / dt, shift[1] / h / dt
+            tx, ty = shift[0] / diag / dt, shift[1] / diag / dt
             trans.append((tx, ty))
             fields.append({
                 "motion": float(np.linalg.norm(vec, axis=1).mean() / diag / dt),
@@ -369,19 +390,19 @@ def _camera_phrase(s: dict) -> str:
         moves.append("tilts down" if pan_y < 0 else "tilts up")
     if abs(zoom) >= ZOOM_MIN:
         moves.append("zooms in" if zoom > 0 else "zooms out")
-    shaky = s.get("shakiness", 0.0) >= SHAKY_MIN
-    if shaky:
-        head = "handheld, shaky camera" + (" that " + " and ".join(moves) if moves else "")
-    elif moves:
-        head = "camera " + " and ".join(moves)
-    else:
-        moving = s.get("moving_area")
-        if moving is None:  # hints without a residual signal: with a still camera, motion is the subjects'
-            moving_subjects = s["motion_mean"] >= MOTION_LEVELS[0][0]
-        else:
-            moving_subjects = moving >= MOVING_AREA_MIN
-        head = "static camera with moving subjects" if moving_subjects else "static camera"
-    return f"{head}, {motion}"
+    if s.get("shakiness", 0.0) >= SHAKY_MIN:
+        return "handheld, shaky camera" + (" that " + " and ".join(moves) if moves else "") + f", {motion}"
+    if moves:
+        return "camera " + " and ".join(moves) + f", {motion}"
+    # Still camera: whatever moves is the subjects. moving_area says how much of the frame that is.
+    moving = s.get("moving_area")
+    if moving is None:  # hints without a residual signal
+        return "static camera with moving subjects" if s["motion_mean"] >= MOTION_LEVELS[0][0] else \
+            "static camera, no visible motion"
+    if moving >= MOVING_AREA_MIN:
+        return f"static camera with moving subjects (about {moving:.0%} of the frame in motion)"
+    return "static camera, no visible motion" if s["motion_mean"] < MOTION_LEVELS[0][0] else \
+        f"static camera, {motion}"
 
 
 def _face_phrase(n: int) -> str:
@@ -474,15 +495,13 @@ class SignalCaptioner:
         # Motion: the filters already measured it for most clips; measure only what is missing.
         motion_keys = ("motion_mean", "camera_pan_x", "camera_pan_y", "camera_zoom", "shakiness",
                        "moving_area")
-        pan = _hint(hints, "camera_pan")  # the filters may give one (x, y) pair or a scalar (x)
-        if pan is not None and _hint(hints, "camera_pan_x") is None:
-            if isinstance(pan, (list, tuple)) and len(pan) == 2:
-                hints["camera_pan_x"], hints["camera_pan_y"] = pan
-            else:
-                hints["camera_pan_x"] = pan
         if _hint(hints, "motion_mean") is not None:
             for key in motion_keys:
                 take(key)
+            still = _hint(hints, "still_area_ratio")  # the filters' share of pixels still in every pair
+            if "moving_area" not in s and still is not None:
+                s["moving_area"] = round(1.0 - float(still), 4)
+                from_hints.append("still_area_ratio")
         else:
             measured, motion_frames = _motion(clip)
             s.update(measured)

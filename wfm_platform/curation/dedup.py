@@ -91,7 +91,7 @@ def semdedup(
         with warnings.catch_warnings():
             # Fewer distinct points than clusters (exact copies) is fine here: those land together.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(vecs[order])
+            km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(vecs[order])
         labels = np.empty(n, dtype=np.int64)
         labels[order] = km.labels_
     else:
@@ -99,19 +99,23 @@ def semdedup(
 
     threshold = 1.0 - eps
     decisions: dict[int, DedupDecision] = {}
+    best_first = _priority(ids, resolutions)
     for cluster in np.unique(labels):
-        members = [i for i in _priority(ids, resolutions) if labels[i] == cluster]
+        members = [i for i in best_first if labels[i] == cluster]
         sims = vecs[members] @ vecs[members].T
         kept: list[int] = []  # positions in `members`
         for pos, i in enumerate(members):
-            best = max(kept, key=lambda q: sims[pos, q], default=None)
-            if best is not None and sims[pos, best] >= threshold:
-                decisions[i] = DedupDecision(ids[i], False, ids[members[best]], float(sims[pos, best]))
-            else:
-                kept.append(pos)
-                decisions[i] = DedupDecision(ids[i], True, None, None)
+            if kept:
+                best = kept[int(np.argmax(sims[pos, kept]))]
+                if sims[pos, best] >= threshold:
+                    decisions[i] = DedupDecision(ids[i], False, ids[members[best]], float(sims[pos, best]))
+                    continue
+            kept.append(pos)
+            decisions[i] = DedupDecision(ids[i], True, None, None)
     out = [decisions[i] for i in range(n)]
-    log.info("semdedup: %d clips, %d clusters, eps %.3f -> %d duplicates", n, k, eps, n - sum(d.keep for d in out))
+    log.info(
+        "semdedup: %d clips, %d clusters, eps %.3f -> %d duplicates", n, k, eps, n - sum(d.keep for d in out)
+    )
     return out
 
 
@@ -159,10 +163,9 @@ def dedup_against_catalog(
         hits = [h for h in hits if h["clip_id"] not in superseded]
         if not hits:
             continue
-        area = lambda h: int(h.get("width") or 0) * int(h.get("height") or 0)  # noqa: E731
-        winners = [h for h in hits if area(h) >= res_new]
+        winners = [h for h in hits if _pixels(h) >= res_new]
         if winners:
-            best = max(winners, key=lambda h: (area(h), h["similarity"]))
+            best = max(winners, key=lambda h: (_pixels(h), h["similarity"]))
             d.keep, d.duplicate_of, d.similarity = False, best["clip_id"], float(best["similarity"])
             catalog_vecs[best["clip_id"]] = np.asarray(best["vector"], np.float32)
         else:
@@ -183,9 +186,16 @@ def dedup_against_catalog(
     n_dup = sum(not d.keep for d in decisions)
     log.info(
         "dedup against catalog: %d clips, %d duplicates (%.1f%%), %d catalog clips superseded",
-        len(decisions), n_dup, 100 * duplicate_rate(decisions), len(superseded),
+        len(decisions),
+        n_dup,
+        100 * duplicate_rate(decisions),
+        len(superseded),
     )
     return decisions
+
+
+def _pixels(row: dict) -> int:
+    return int(row.get("width") or 0) * int(row.get("height") or 0)
 
 
 def _record(catalog: Catalog, decisions: list[DedupDecision], superseded: dict[str, str]) -> None:

@@ -36,7 +36,7 @@ from .shots import Shot, ShotResult, Transition
 log = logging.getLogger(__name__)
 
 # Bump when the generator changes: cached composites with another version are rebuilt.
-SPEC_VERSION = 3
+SPEC_VERSION = 4
 
 # Continuous pieces of real footage, (file, first, last) inclusive; each piece is a single shot.
 # "group" (the file, or file#shot for files with real cuts) keeps adjacent composite shots different.
@@ -80,6 +80,9 @@ MEGAMIND_CUTS = [98, 154, 200]
 
 EFFECTS = ("plain", "flash", "pan", "zoom", "shake", "still_pan", "still_zoom", "static")
 _EFFECT_P = (0.30, 0.16, 0.11, 0.09, 0.12, 0.08, 0.07, 0.07)
+# Share of shots that cut to a close-up of the previous shot's own scene (same colours, new framing):
+# the hard cuts of real edits, which colour histograms alone miss.
+_CLOSEUP_P = 0.22
 
 
 @dataclass
@@ -291,13 +294,17 @@ def _plan(sources, rng: np.random.Generator) -> tuple[list[_ShotPlan], list[tupl
     n_shots = int(rng.integers(7, 10))
     plans: list[_ShotPlan] = []
     prev_group = None
-    for _ in range(n_shots):
-        choices = [s for s in sources if _group(s) != prev_group]
-        src = choices[int(rng.integers(len(choices)))]
+    for i in range(n_shots):
+        closeup = i > 0 and rng.random() < _CLOSEUP_P
+        if closeup:
+            src = next(s for s in sources if _group(s) == prev_group)
+        else:
+            choices = [s for s in sources if _group(s) != prev_group]
+            src = choices[int(rng.integers(len(choices)))]
         prev_group = _group(src)
         short = rng.random() < 0.14
         n = int(rng.integers(8, 21)) if short else int(rng.integers(34, 86))
-        effect = "plain" if short else str(rng.choice(EFFECTS, p=_EFFECT_P))
+        effect = "closeup" if closeup else "plain" if short else str(rng.choice(EFFECTS, p=_EFFECT_P))
         piece = src[2] - src[1] + 1
         first = src[1] + int(rng.integers(0, max(1, piece - n + 1)))
         plans.append(
@@ -343,7 +350,10 @@ def _windows(plan: _ShotPlan, rng: np.random.Generator) -> np.ndarray:
     ox = np.zeros(n)
     oy = np.zeros(n)
     kind = plan.effect.replace("still_", "")
-    if kind == "pan":
+    if kind == "closeup":
+        z[:] = rng.uniform(1.8, 2.6)
+        ox[:], oy[:] = rng.uniform(-1, 1, 2)
+    elif kind == "pan":
         z[:] = rng.uniform(1.5, 2.2)
         d = rng.choice([-1.0, 1.0])
         ox = d * (2 * t - 1)
@@ -430,7 +440,7 @@ def _composite(
             at = int(rng.integers(pure_lo + 6, pure_hi - 8))
             k = _flash(frames, at, rng)
             events.append({"kind": "flash", "start": start_abs + at, "end": start_abs + at + k - 1})
-        elif plan.effect not in ("plain", "flash"):
+        elif plan.effect not in ("plain", "flash", "closeup"):
             events.append({"kind": plan.effect, "start": start_abs, "end": start_abs + plan.n - 1})
         if i == 0:
             pending = frames

@@ -12,15 +12,15 @@ Two embedders behind one small interface (`Embedder`):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import av
 import cv2
 import numpy as np
-
-import av
 
 from ..video import VideoError, iter_frames
 
@@ -145,7 +145,9 @@ class VisualSignatureEmbedder:
         h, s, v = (hsv[..., i].ravel().astype(np.int32) for i in range(3))
         coloured = s >= self._SAT_MIN
         hue_bin = np.minimum(h * self._HUE_BINS // 180, self._HUE_BINS - 1)
-        sat_bin = np.minimum((s - self._SAT_MIN) * self._SAT_BINS // (256 - self._SAT_MIN), self._SAT_BINS - 1)
+        sat_bin = np.minimum(
+            (s - self._SAT_MIN) * self._SAT_BINS // (256 - self._SAT_MIN), self._SAT_BINS - 1
+        )
         chroma = np.bincount(
             (hue_bin * self._SAT_BINS + sat_bin)[coloured], minlength=self._HUE_BINS * self._SAT_BINS
         )
@@ -175,7 +177,7 @@ class VisualSignatureEmbedder:
             out[-1] = 1.0  # a single frame: no evidence of change, treat as static
             return out
         small = [cv2.resize(x, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32) for x in grays]
-        diff = np.mean([np.abs(b - a) for a, b in zip(small, small[1:])], axis=0)
+        diff = np.mean([np.abs(b - a) for a, b in itertools.pairwise(small)], axis=0)
         pattern = cv2.resize(diff, (g, g), interpolation=cv2.INTER_AREA).ravel()
         # Amount of change decides the angle between "static" and "moving in this pattern": the block
         # stays unit-norm and a tiny re-encoding jitter on a still shot barely moves it.
@@ -281,7 +283,7 @@ class TorchScriptEmbedder:
         if isinstance(out, (tuple, list)):
             out = out[0]
         if isinstance(out, dict):
-            raise ValueError("the TorchScript model returned a dict; export a module that returns a tensor")
+            raise TypeError("the TorchScript model returned a dict; export a module that returns a tensor")
         return out.reshape(out.shape[0], -1).float()
 
     def embed_frames(self, frames: list[np.ndarray]) -> np.ndarray:
@@ -295,7 +297,7 @@ class TorchScriptEmbedder:
 
 
 def make_embedder(kind: str, **kwargs: Any) -> Embedder:
-    """"visual-signature" (offline default) or "torchscript" (kwargs: path, size, mean, std, device, ...)."""
+    """ "visual-signature" (offline default) or "torchscript" (kwargs: path, size, mean, std, device, ...)."""
     kinds = {
         "visual-signature": VisualSignatureEmbedder,
         VisualSignatureEmbedder.name: VisualSignatureEmbedder,

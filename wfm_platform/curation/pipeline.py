@@ -408,13 +408,9 @@ def stage_captions(
             log.warning("captions %s: %s", c["clip_id"], _reason(e))
         _tick(progress, i + 1, len(passed))
     if catalog is not None and captions:
+        # only the caption columns: the catalog merges by key, other columns stay as they are
         catalog.upsert_clips(
-            [
-                _clip_catalog_row(c, caption=captions[c["clip_id"]]["text"],
-                                  captioner=captions[c["clip_id"]]["captioner"])
-                for c in passed
-                if c["clip_id"] in captions
-            ]
+            [{"clip_id": cid, "caption": c["text"], "captioner": c["captioner"]} for cid, c in captions.items()]
         )
     manifest = {
         "asset": "captions",

@@ -100,6 +100,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _as_utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
 def _vector_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
 
@@ -109,7 +113,7 @@ class Catalog:
 
     def __init__(self, uri: str, *, storage_options: dict[str, str] | None = None):
         self.uri = str(uri)
-        local = self.uri[len("file://") :] if self.uri.startswith("file://") else self.uri
+        local = self.uri.removeprefix("file://")
         # Consistency interval 0: every read sees the writes other processes (other Dagster steps) made.
         self._db = lancedb.connect(
             local, read_consistency_interval=timedelta(0), storage_options=storage_options
@@ -139,9 +143,11 @@ class Catalog:
             try:
                 table.add_columns(pa.field(VECTOR, _vector_type(dim)))
                 log.info("catalog %s: added %d-d vector column", self.uri, dim)
-            except Exception:
-                # Another process may have added it meanwhile; the check below says whether that is fine.
+            except Exception:  # Lance does not export a type for a lost add-column race
+                # Another process may have added the column meanwhile: fine if so, else a real error.
                 table.checkout_latest()
+                if self._vector_dim(table) is None:
+                    raise
             have = self._vector_dim(table)
         if have != dim:
             raise ValueError(
@@ -157,9 +163,7 @@ class Catalog:
         allowed = set(schema.names) | ({VECTOR} if name == CLIPS else set())
         unknown = set(row) - allowed
         if unknown:
-            raise ValueError(
-                f"unknown {name} columns {sorted(unknown)}; known: {', '.join(sorted(allowed))}"
-            )
+            raise ValueError(f"unknown {name} columns {sorted(unknown)}; known: {', '.join(sorted(allowed))}")
         out = dict(row)
         if name == CLIPS:
             if "reasons" in out:
@@ -174,6 +178,8 @@ class Catalog:
         for col in ("fps", "duration_s"):
             if out.get(col) is not None:
                 out[col] = float(out[col])
+        if isinstance(out.get("ingested_at"), str):  # ISO 8601 text, as manifests carry it
+            out["ingested_at"] = _as_utc(datetime.fromisoformat(out["ingested_at"]))
         out["updated_at"] = _now()
         return out
 
@@ -193,9 +199,13 @@ class Catalog:
         # The last row wins when a key repeats in one call (merge_insert refuses duplicate source keys).
         by_key = {r[key]: r for r in coerced}
         if name == VIDEOS:
-            new = set(by_key) - self._existing_keys(name, by_key)
-            for k in new:
-                by_key[k].setdefault("ingested_at", by_key[k]["updated_at"])
+            # ingested_at is the first registration: a rerun of the partition does not move it.
+            existing = self._existing_keys(name, by_key)
+            for k, r in by_key.items():
+                if k in existing:
+                    r.pop("ingested_at", None)
+                elif r.get("ingested_at") is None:
+                    r["ingested_at"] = r["updated_at"]
         schema = table.schema
         # One merge per column set: a row's missing columns must stay untouched, not become null.
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -233,11 +243,18 @@ class Catalog:
         if where:
             query = query.where(where)
         data = query.limit(None).to_arrow().sort_by(_KEYS[name])
-        return [_decode_row(r) for r in data.to_pylist()]
+        rows = [_decode_row(r) for r in data.to_pylist()]
+        if name == CLIPS:
+            for r in rows:
+                r.setdefault(VECTOR, None)  # same keys before the first embedding as after
+        return rows
 
     # -- public API --------------------------------------------------------------------------------------
     def upsert_videos(self, rows: list[dict]) -> None:
-        """Insert or update videos by video_id (columns: VIDEO_SCHEMA). ingested_at is set on first insert."""
+        """Insert or update videos by video_id (columns: VIDEO_SCHEMA).
+
+        ingested_at (datetime or ISO text) is kept from the first insert; later upserts do not change it.
+        """
         n = self._merge(VIDEOS, rows)
         log.debug("catalog: upserted %d videos", n)
 
@@ -321,7 +338,9 @@ class Catalog:
         indices = [i for i in table.list_indices() if VECTOR in i.columns]
         if not indices:
             parts = max(2, int(math.sqrt(n)))
-            log.info("catalog %s: building IVF_FLAT cosine index over %d vectors (%d lists)", self.uri, n, parts)
+            log.info(
+                "catalog %s: building IVF_FLAT cosine index over %d vectors (%d lists)", self.uri, n, parts
+            )
             table.create_index(
                 metric="cosine", vector_column_name=VECTOR, index_type="IVF_FLAT", num_partitions=parts
             )

@@ -56,6 +56,7 @@ def iter_frames(
     size: tuple[int, int] | None = None,
     fmt: str = "rgb24",
     on_error: str = "stop",
+    only: set[int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (frame_index, image) for frames start..end inclusive, every `step`-th.
 
@@ -63,6 +64,8 @@ def iter_frames(
     size: (width, height) to resize to (area interpolation), after rotation.
     on_error: "stop" ends the stream at a corrupt packet (what truncated files need); "raise" raises
     VideoError.
+    only: if given, just these frame indices are converted and yielded (the rest are decoded, which
+    the codec needs, but never converted: conversion costs as much as decoding).
     """
     container, stream = _open(path)
     try:
@@ -78,7 +81,7 @@ def iter_frames(
                     raise VideoError(f"decode error after frame {idx}: {e}", path) from e
                 break
             idx += 1
-            if idx < start or (idx - start) % step:
+            if idx < start or (idx - start) % step or (only is not None and idx not in only):
                 continue
             if end is not None and idx > end:
                 break
@@ -111,7 +114,7 @@ def sample_frames(
     out: list[tuple[int, np.ndarray]] = []
     it = iter(wanted)
     target = next(it)
-    for idx, img in iter_frames(path, start=start, end=end, size=size, fmt=fmt):
+    for idx, img in iter_frames(path, start=start, end=end, size=size, fmt=fmt, only=set(wanted)):
         if idx == target:
             out.append((idx, img))
             target = next(it, None)

@@ -11,9 +11,11 @@ import logging
 import os
 from pathlib import Path
 
+import cv2
 import pydantic
 import yaml
 
+from ...video.decode import fit_size
 from ...video.probe import VideoError, probe
 from .motion import motion_scores
 from .quality import quality_scores
@@ -47,7 +49,11 @@ class FilterConfig(pydantic.BaseModel):
     quality_max_side: int = pydantic.Field(640, ge=64)  # px, long side for blur/exposure/type/OCR frames
     blockiness_crop: int = pydantic.Field(384, ge=64)  # px, native-resolution center crop (8x8 grid kept)
     ocr_frames: int = pydantic.Field(3, ge=0, le=16)  # frames given to RapidOCR; 0 turns OCR off
-    ocr_min_confidence: float = pydantic.Field(0.6, ge=0, le=1)
+    ocr_max_side: int = pydantic.Field(480, ge=64, le=960)  # px, long side of OCR frames
+    type_max_side: int = pydantic.Field(320, ge=64)  # px, long side of the frames the type features use
+    ocr_min_det_score: float = pydantic.Field(0.6, ge=0, le=1)  # detector box score to count as text
+    ocr_min_confidence: float = pydantic.Field(0.6, ge=0, le=1)  # recognition confidence to keep a box
+    ocr_max_rec_boxes: int = pydantic.Field(8, ge=0)  # largest boxes recognised (for ocr_text)
     ocr_text_max_chars: int = pydantic.Field(200, ge=0)
     brisque_model_dir: str | None = None  # folder with brisque_model_live.yml / brisque_range_live.yml
 
@@ -152,18 +158,28 @@ def score_clip(
     if cfg.ocr_frames > 0:
         engine = ocr if ocr is not None else get_ocr()
         step = max(1, len(rgb) // cfg.ocr_frames)
-        ocr_imgs = rgb[step // 2 :: step][: cfg.ocr_frames]  # spread over the clip, not its first frames
+        ocr_imgs = [_fit(f, cfg.ocr_max_side) for f in rgb[step // 2 :: step][: cfg.ocr_frames]]
         scores.update(text_scores(ocr_imgs, engine, min_confidence=cfg.ocr_min_confidence,
+                                  min_det_score=cfg.ocr_min_det_score, max_rec_boxes=cfg.ocr_max_rec_boxes,
                                   max_chars=cfg.ocr_text_max_chars))
     else:
         scores.update({"text_area_ratio": 0.0, "text_boxes": 0, "ocr_text": "", "ocr_frames": 0})
 
-    feats = clip_features(rgb, crops)
+    feats = clip_features([_fit(f, cfg.type_max_side) for f in rgb], crops)
     vtype, type_scores = classify({**feats, **scores})
     scores.update({f"type_{k}": round(v, 4) for k, v in feats.items()})
     scores["video_type"] = vtype
     scores["video_type_scores"] = type_scores
     return scores
+
+
+def _fit(img, max_side: int):
+    """Downscale so the long side is at most max_side (never upscale)."""
+    h, w = img.shape[:2]
+    size = fit_size(w, h, max_side)
+    if size == (w, h) or max(w, h) <= max_side:
+        return img
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
 def _fmt(x: float) -> str:

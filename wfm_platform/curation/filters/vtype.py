@@ -86,12 +86,16 @@ def classify(f: dict[str, float]) -> tuple[str, dict[str, float]]:
     vivid = 0.5 * _ramp(f["colourfulness"], 15, 60) + 0.5 * _ramp(f["saturated_ratio"], 0, 0.5)
     clean = _ramp(f["smooth_noise"], 0.6, 0.2)
     animation = vivid * np.sqrt(clean)
-    # Screen recording: text is necessary (a UI without text is rare), and it must come with UI
-    # geometry: edges aligned to the pixel axes (windows, buttons, text lines) and large regions that
-    # never move (toolbars, margins). Burned-in subtitles on footage give text without the geometry.
+    # Screen recording: text is necessary (a UI without text is rare), and it must come with the look
+    # of rendered UI: large perfectly flat fills (windows, backgrounds), very few distinct colours,
+    # regions that never move (toolbars, sidebars), edges on the pixel axes. Burned-in subtitles on
+    # camera footage give text without most of these. Axis-aligned edges get little weight: at
+    # analysis size anti-aliased glyphs have edges in every direction, so the ratio is modest even
+    # on a page of text.
     text = _ramp(f["text_area_ratio"], 0.02, 0.12)
-    geometry = 0.6 * _ramp(f["axis_edge_ratio"], 0.35, 0.7) + 0.4 * f["still_area_ratio"]
-    screen = float(np.sqrt(text * geometry))
+    ui = (0.35 * _ramp(f["flat_ratio"], 0.35, 0.6) + 0.3 * _ramp(f["colours90"], 60, 15)
+          + 0.2 * f["still_area_ratio"] + 0.15 * _ramp(f["axis_edge_ratio"], 0.35, 0.7))
+    screen = text * ui
     # Static slideshow: the picture does not change between most frame pairs ~0.1 s apart (held
     # stills; changes between slides are abrupt, so they hit few pairs).
     slideshow = _ramp(f["static_ratio"], 0.4, 0.8)

@@ -1,0 +1,165 @@
+"""The whole curation graph materialized on a tiny real batch with a temp DAGSTER_HOME."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pytest
+
+import media_factory as mf
+from wfm_platform.curation.pipeline import read_stage
+from wfm_platform.video import iter_frames, write_mp4
+
+STAGES = ["raw_videos", "clips", "clip_scores", "filtered_clips", "captions", "clip_embeddings",
+          "deduplicated_clips", "webdataset_shards"]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, samples_dir):
+    d = tmp_path_factory.mktemp("uploads") / "batch-1"
+    d.mkdir()
+    mf.copy_as(samples_dir / "bikes.mp4", d / "bikes clip ü.mp4")  # real cuts; unicode + space path
+    # 3.5 s of handheld footage, downscaled to keep the test fast
+    write_mp4((img for _, img in iter_frames(samples_dir / "cockatoo.mp4", end=69, size=(640, 360))),
+              d / "cockatoo.mp4", fps=20)
+    mf.zero_byte(d / "empty.mp4")
+    mf.not_a_video(d / "readme.mp4")
+    mf.audio_only(d / "tone.m4a")
+    (d / "_READY").write_bytes(b"")
+    return d
+
+
+def _resources(tmp):
+    from resources import CatalogResource, StorageResource, default_resources
+
+    res = default_resources()
+    res["storage"] = StorageResource(root_uri=str(tmp / "store"), uploads_uri=str(tmp / "uploads"))
+    res["catalog"] = CatalogResource(uri=str(tmp / "catalog"))
+    return res
+
+
+def _materialize(instance, res, partition, source):
+    from assets.curation import CURATION_ASSETS, upload_batches
+
+    instance.add_dynamic_partitions(upload_batches.name, [partition])
+    return dg.materialize(
+        CURATION_ASSETS,
+        partition_key=partition,
+        resources=res,
+        instance=instance,
+        run_config={"ops": {"raw_videos": {"config": {"source_uri": str(source)}}}},
+    )
+
+
+@pytest.fixture(scope="module")
+def curated(batch, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("curated")
+    res = _resources(tmp)
+    (tmp / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
+        result = _materialize(instance, res, "batch-1", batch)
+        assert result.success
+        checks = {
+            (e.asset_check_evaluation_data.asset_check_key.name, e.asset_check_evaluation_data.passed)
+            for e in result.get_asset_check_evaluations()
+        } if hasattr(result, "get_asset_check_evaluations") else set()
+        mats = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
+        metadata = {k: ev.materialization.metadata for k, ev in mats.items()}
+        yield {"tmp": tmp, "res": res, "instance": instance, "metadata": metadata, "checks": checks,
+               "store": res["storage"].store()}
+
+
+def test_every_asset_materialized_with_metadata(curated):
+    md = curated["metadata"]
+    assert sorted(md) == sorted(STAGES)
+    assert md["raw_videos"]["num_ok"].value == 2 and md["raw_videos"]["num_rejected"].value == 3
+    assert "thumbnails" in md["clips"] and md["clips"]["num_clips"].value >= 3
+    assert md["webdataset_shards"]["num_samples"].value >= 1
+
+
+def test_blocking_checks_pass(curated):
+    failed = [name for name, passed in curated["checks"] if not passed]
+    names = {name for name, _ in curated["checks"]}
+    assert {"clips_decodable", "scores_complete", "embeddings_valid", "shards_readable"} <= names
+    assert not [n for n in failed if n in {"clips_decodable", "scores_complete", "embeddings_valid",
+                                           "shards_readable", "usable_videos_stored", "captions_nonempty"}]
+
+
+def test_bad_files_rejected_with_reasons(curated):
+    raw = read_stage(curated["store"], "raw_videos", "batch-1")
+    reasons = {v["name"]: v["reason"] for v in raw["videos"] if v["status"] != "ok"}
+    assert "empty file" in reasons["empty.mp4"]
+    assert "not a video" in reasons["readme.mp4"]
+    assert "no video stream" in reasons["tone.m4a"]
+
+
+def test_clips_follow_real_cuts_and_clip_rules(curated):
+    clips = read_stage(curated["store"], "clips", "batch-1")["clips"]
+    bikes = sorted((c["start_frame"], c["end_frame"]) for c in clips if "bikes" in c["source_uri"])
+    # bikes.mp4 shots >= 2 s (50 frames): 76-136, 137-186, 187-241 (+-2 frames at each cut)
+    assert len(bikes) == 3
+    for (s, e), (ts, te) in zip(bikes, [(76, 136), (137, 186), (187, 241)]):
+        assert abs(s - ts) <= 2 and abs(e - te) <= 2
+    assert all(c["duration_s"] >= 2.0 for c in clips)
+
+
+def test_shards_read_back_with_webdataset(curated):
+    import av
+    import io
+    import webdataset as wds
+
+    store = curated["store"]
+    m = read_stage(store, "webdataset_shards", "batch-1")
+    urls = [store.local_path(store.rel(s["uri"])).as_posix() for s in m["shards"]]
+    n = 0
+    for sample in wds.WebDataset(urls, shardshuffle=False):
+        meta = json.loads(sample["json"])
+        assert sample["txt"].decode().strip()
+        with av.open(io.BytesIO(sample["mp4"])) as c:
+            frames = sum(1 for _ in c.decode(video=0))
+        assert frames == meta["end_frame"] - meta["start_frame"] + 1
+        n += 1
+    assert n == m["num_samples"] >= 1
+
+
+def test_catalog_has_videos_and_clips(curated):
+    cat = curated["res"]["catalog"].catalog()
+    vids = cat.videos(partition="batch-1")
+    assert {v["status"] for v in vids} >= {"ok"}
+    clips = cat.clips(partition="batch-1")
+    assert clips and all(c["clip_id"] for c in clips)
+
+
+def test_rerun_is_idempotent(curated, batch):
+    store, instance, res = curated["store"], curated["instance"], curated["res"]
+    before = read_stage(store, "clips", "batch-1")["clips"]
+    shards_before = read_stage(store, "webdataset_shards", "batch-1")
+    cat = res["catalog"].catalog()
+    n_clips_before = cat.count("clips")
+    result = _materialize(instance, res, "batch-1", batch)
+    assert result.success
+    after = read_stage(store, "clips", "batch-1")["clips"]
+    assert [c["clip_id"] for c in after] == [c["clip_id"] for c in before]
+    assert cat.count("clips") == n_clips_before  # no duplicate rows
+    dd = read_stage(store, "deduplicated_clips", "batch-1")
+    assert dd["num_duplicates"] == 0  # a rerun is not a duplicate of itself
+    shards_after = read_stage(store, "webdataset_shards", "batch-1")
+    assert [s["sha256"] for s in shards_after["shards"]] == [s["sha256"] for s in shards_before["shards"]]
+    assert not [k for k in store.list("") if ".tmp-" in k]
+
+
+def test_second_batch_with_reencoded_clip_is_deduplicated_against_catalog(curated, samples_dir, tmp_path):
+    """A re-encode of a batch-1 clip arriving in batch 2 is a duplicate of the catalog's clip."""
+    store, instance, res = curated["store"], curated["instance"], curated["res"]
+    kept = read_stage(store, "deduplicated_clips", "batch-1")["kept"]
+    passed = {c["clip_id"]: c for c in read_stage(store, "filtered_clips", "batch-1")["passed"]}
+    src = passed[kept[0]]
+    d = tmp_path / "batch-2"
+    d.mkdir()
+    frames = (img for _, img in iter_frames(store.local_path(store.rel(src["uri"]))))
+    write_mp4(frames, d / "reupload.mp4", fps=src["fps"], crf=30)
+    result = _materialize(instance, res, "batch-2", d)
+    assert result.success
+    dd = read_stage(store, "deduplicated_clips", "batch-2")
+    dup_of = {x["duplicate_of"] for x in dd["duplicates"]}
+    assert dd["num_duplicates"] >= 1 and dup_of & set(kept), dd
