@@ -94,7 +94,8 @@ def test_real_face_found_and_none_in_crowd_far_away(footage_dir):
 
 
 def test_face_phrasing_for_counts():
-    base = {"duration_s": 2.0, "width": 640, "height": 360, "brightness_mean": 120.0, "colours": {"grey": 1.0}}
+    base = {"duration_s": 2.0, "width": 640, "height": 360, "brightness_mean": 120.0,
+            "colours": {"grey": 1.0}}
     assert compose_caption({**base, "faces": 1}).endswith("grey. One face visible.")
     assert "three faces visible" in compose_caption({**base, "faces": 3}).lower()
     assert "about 5 faces visible" in compose_caption({**base, "faces": 5}).lower()
@@ -104,7 +105,8 @@ def test_face_phrasing_for_counts():
 def test_dark_version_of_a_clip_is_called_dark(footage_dir, tmp_path):
     src = need(footage_dir, "bikes.mp4")
     dark = tmp_path / "dark.mp4"
-    write_mp4(((img * 0.15).astype(np.uint8) for _, img in iter_frames(src, start=187, end=241)), dark, fps=25)
+    darkened_frames = ((img * 0.15).astype(np.uint8) for _, img in iter_frames(src, start=187, end=241))
+    write_mp4(darkened_frames, dark, fps=25)
     cap = SignalCaptioner(detect_faces=False, ocr=False)
     normal = cap.caption(src, 187, 241)
     darkened = cap.caption(dark)
@@ -125,12 +127,16 @@ def test_duration_follows_range_and_fps(footage_dir):
     c10 = cap.caption(src, 30, 75, fps=10)
     assert c10.text.startswith("A 4.6-second"), c10.text
     assert cap.caption(src, 30, 75).text == c.text  # deterministic
+    json.dumps(c.to_dict())  # details go into Dagster metadata / the catalog as JSON
+    one = cap.caption(src, 40, 40)
+    assert one.text.startswith("A 0.04-second") and one.text.endswith("A single frame."), one.text
+    assert one.frames_used == [40]
 
 
 def test_hints_are_used_instead_of_measuring(footage_dir):
     hints = {"duration_s": 3.0, "motion_mean": 0.08, "camera_pan_x": 0.06, "camera_pan_y": 0.0,
-             "camera_zoom": 0.05, "shakiness": 0.01, "ocr_text": "HELLO WORLD", "video_type": "animation",
-             "brightness_mean": 0.9}
+             "camera_zoom": 0.05, "shakiness": 0.01, "moving_area": 0.2, "ocr_text": "HELLO WORLD",
+             "video_type": "animation", "brightness_mean": 0.9}
     cap = SignalCaptioner(n_frames=3, detect_faces=False)
     c = cap.caption(need(footage_dir, "bigbuckbunny.mp4"), 0, 74, hints=hints)
     assert c.text.startswith("A 3.0-second landscape 1280x720 animated clip, very bright"), c.text
@@ -138,6 +144,13 @@ def test_hints_are_used_instead_of_measuring(footage_dir):
     assert 'on-screen text reads "HELLO WORLD"' in c.text
     assert set(c.details["from_hints"]) >= {"motion_mean", "ocr_text", "video_type", "brightness_mean"}
     assert len(c.frames_used) == 3  # no motion frames decoded: the hints had them
+    assert c.details["signals"]["motion_source"] == "hints"
+    # A partial motion group (no moving_area) is measured here as a whole, not mixed with the hints.
+    partial = {k: v for k, v in hints.items() if k != "moving_area"}
+    c3 = cap.caption(need(footage_dir, "bigbuckbunny.mp4"), 0, 74, hints=partial)
+    assert c3.details["signals"]["motion_source"] == "measured"
+    assert "camera_pan_x" not in c3.details["from_hints"]
+    assert "pans left" not in c3.text and len(c3.frames_used) > 3
     # Upstream OCR that found no text area: nothing to read, and no OCR run here.
     c2 = cap.caption(need(footage_dir, "bigbuckbunny.mp4"), 0, 74, hints={"text_area_ratio": 0.0})
     assert c2.details["signals"]["ocr_text"] == "" and "text_area_ratio" in c2.details["from_hints"]
@@ -250,7 +263,7 @@ class _VLMHandler(BaseHTTPRequestHandler):
             assert raw[:2] == b"\xff\xd8", "not a JPEG"
             img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
             assert img is not None, "undecodable JPEG"
-            assert max(img.shape[:2]) <= srv.max_side, f"image {img.shape[1]}x{img.shape[0]} over {srv.max_side}"
+            assert max(img.shape[:2]) <= srv.max_side, f"{img.shape[1]}x{img.shape[0]} over {srv.max_side}"
             report.append(f"{img.shape[1]}x{img.shape[0]}@{img.mean():.1f}")
         srv.prompts.append(text["text"])
         return f"received {len(images)} images: " + " ".join(report)
@@ -306,7 +319,7 @@ def test_vlm_includes_measured_signals_and_bearer_key_from_env(footage_dir, serv
     monkeypatch.setenv("WFM_VLM_API_KEY", "sk-test-123")
     cap = OpenAIVLMCaptioner(url, MODEL, n_frames=2, max_side=256, include_signals=True)
     hints = {"motion_mean": 0.01, "camera_pan_x": 0.0, "camera_pan_y": 0.0, "camera_zoom": 0.0,
-             "shakiness": 0.0, "ocr_text": "", "video_type": "natural"}
+             "shakiness": 0.0, "moving_area": 0.3, "ocr_text": "", "video_type": "natural"}
     c = cap.caption(need(footage_dir, "carphone_pristine.mp4"), hints=hints)
     assert c.text.startswith("received 2 images")
     prompt = srv.prompts[0]

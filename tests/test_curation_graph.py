@@ -59,10 +59,7 @@ def curated(batch, tmp_path_factory):
     with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
         result = _materialize(instance, res, "batch-1", batch)
         assert result.success
-        checks = {
-            (e.asset_check_evaluation_data.asset_check_key.name, e.asset_check_evaluation_data.passed)
-            for e in result.get_asset_check_evaluations()
-        } if hasattr(result, "get_asset_check_evaluations") else set()
+        checks = {(e.check_name, e.passed) for e in result.get_asset_check_evaluations()}
         mats = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
         metadata = {k: ev.materialization.metadata for k, ev in mats.items()}
         yield {"tmp": tmp, "res": res, "instance": instance, "metadata": metadata, "checks": checks,

@@ -18,8 +18,8 @@ Units of the motion signals (computed here, and expected in `hints` under the sa
                    (positive = content moves right / down, i.e. the camera pans left / tilts up)
   camera_zoom      relative scale change per second (positive = content grows = zoom in)
   shakiness        change of that translation between consecutive ~0.1 s intervals (jitter), diagonals/s
-  moving_area      share of the frame whose motion the camera model does not explain (moving subjects);
-                   from hints, 1 - still_area_ratio stands in for it
+  moving_area      share of the frame whose motion the camera model does not explain (moving subjects)
+Motion hints are used only when all of MOTION_KEYS are present (the filters give no moving_area today).
   brightness_mean  mean luma 0..255 (a value <= 1.0 is read as a 0..1 fraction, as the filters give it)
 """
 
@@ -67,6 +67,7 @@ MOVING_AREA_MIN = 0.005  # moving_area above this -> "moving subjects"
 RESIDUAL_SPEED = 0.03  # per-pixel unexplained speed (diagonals / s) that counts as "moving"
 MOTION_LEVELS = [(0.005, "almost no motion"), (0.05, "little motion"), (0.15, "moderate motion")]
 BRIGHTNESS_LEVELS = [(40, "dark"), (85, "dimly lit"), (170, "moderately lit"), (215, "bright")]
+MOTION_KEYS = ("motion_mean", "camera_pan_x", "camera_pan_y", "camera_zoom", "shakiness", "moving_area")
 OCR_MIN_SCORE = 0.8  # RapidOCR line confidence
 OCR_MAX_CHARS = 100
 
@@ -180,7 +181,8 @@ def _get_face_cascades() -> tuple[cv2.CascadeClassifier, cv2.CascadeClassifier]:
             cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
             if cascade.empty():
                 raise CaptionError(f"Haar cascade {name} not loadable from {cv2.data.haarcascades}; needs "
-                                   "opencv-contrib-python-headless 4.x (or SignalCaptioner(detect_faces=False))")
+                                   "opencv-contrib-python-headless 4.x "
+                                   "(or SignalCaptioner(detect_faces=False))")
             loaded.append(cascade)
         _face_cascades = (loaded[0], loaded[1])
     return _face_cascades
@@ -237,7 +239,8 @@ def _faces(frames: list[np.ndarray]) -> tuple[int, list[int]]:
         small = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != f.shape[1::-1] else f
         gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
         n = 0
-        for x, y, bw, bh in detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=6, minSize=(24, 24)):
+        found = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=6, minSize=(24, 24))
+        for x, y, bw, bh in found:
             m = bw // 4
             roi = gray[max(0, y - m): y + bh + m, max(0, x - m): x + bw + m]
             confirmed = verifier.detectMultiScale(roi, scaleFactor=1.05, minNeighbors=3,
@@ -395,10 +398,7 @@ def _camera_phrase(s: dict) -> str:
     if moves:
         return "camera " + " and ".join(moves) + f", {motion}"
     # Still camera: whatever moves is the subjects. moving_area says how much of the frame that is.
-    moving = s.get("moving_area")
-    if moving is None:  # hints without a residual signal
-        return "static camera with moving subjects" if s["motion_mean"] >= MOTION_LEVELS[0][0] else \
-            "static camera, no visible motion"
+    moving = float(s.get("moving_area", 0.0))
     if moving >= MOVING_AREA_MIN:
         return f"static camera with moving subjects (about {moving:.0%} of the frame in motion)"
     return "static camera, no visible motion" if s["motion_mean"] < MOTION_LEVELS[0][0] else \
@@ -410,7 +410,8 @@ def _face_phrase(n: int) -> str:
         return ""
     if n == 1:
         return "one face visible"
-    return f"{_NUMBER_WORDS.get(n, 'about ' + str(n))} faces visible" if n <= 3 else f"about {n} faces visible"
+    # Haar counts beyond a few are approximate (overlaps, partial faces): say so.
+    return f"{_NUMBER_WORDS[n]} faces visible" if n in _NUMBER_WORDS else f"about {n} faces visible"
 
 
 def compose_caption(s: dict) -> str:
@@ -418,13 +419,17 @@ def compose_caption(s: dict) -> str:
     light = _level(s["brightness_mean"], BRIGHTNESS_LEVELS, "very bright")
     kind = _VIDEO_TYPES.get(str(s.get("video_type") or ""), "")
     dims = f"{s['width']}x{s['height']}"
-    first = (f"A {s['duration_s']:.1f}-second {_orientation(s['width'], s['height'])} {dims} "
+    seconds = float(s["duration_s"])
+    first = (f"A {seconds:.1f}-second " if seconds >= 1 else f"A {seconds:.2f}-second ")
+    first += (f"{_orientation(s['width'], s['height'])} {dims} "
              f"{kind + ' ' if kind else ''}clip, {light}, {_colour_phrase(s['colours'])}.")
     parts = []
     if "motion_mean" in s:
         parts.append(_camera_phrase(s))
     elif s.get("num_frames_in_clip", 2) <= 1:
         parts.append("a single frame")
+    elif s.get("motion_source") == "too short":
+        parts.append("too short to measure motion")
     face = _face_phrase(int(s.get("faces", 0) or 0))
     if face:
         parts.append(face)
@@ -492,19 +497,20 @@ class SignalCaptioner:
         s["colours"] = _colour_shares(frames)
         take("video_type")
 
-        # Motion: the filters already measured it for most clips; measure only what is missing.
-        motion_keys = ("motion_mean", "camera_pan_x", "camera_pan_y", "camera_zoom", "shakiness",
-                       "moving_area")
-        if _hint(hints, "motion_mean") is not None:
-            for key in motion_keys:
+        # Motion is one group: the camera phrase needs pan, zoom and the residual (moving_area) from the
+        # same camera model. Mixing estimators misleads (a whole-flow divergence "zoom" rises when a car
+        # drives past a still camera), so hints are used only when they hold the whole group.
+        missing = [k for k in MOTION_KEYS if _hint(hints, k) is None]
+        if not missing:
+            for key in MOTION_KEYS:
                 take(key)
-            still = _hint(hints, "still_area_ratio")  # the filters' share of pixels still in every pair
-            if "moving_area" not in s and still is not None:
-                s["moving_area"] = round(1.0 - float(still), 4)
-                from_hints.append("still_area_ratio")
+            s["motion_source"] = "hints"
         else:
+            if len(missing) < len(MOTION_KEYS):
+                log.debug("motion hints lack %s: measuring the motion group here", missing)
             measured, motion_frames = _motion(clip)
             s.update(measured)
+            s["motion_source"] = "measured" if measured else "too short"
             used.update(motion_frames)
 
         if not take("faces") and self.detect_faces:
@@ -593,11 +599,11 @@ class OpenAIVLMCaptioner:
         return body, [i for i, _ in sampled], signals
 
     def _post(self, body: dict) -> tuple[dict, int, float]:
-        """POST with retries on connection errors, timeouts, 408, 429 and 5xx. Returns (json, attempts, ms)."""
+        """POST, retrying connection errors, timeouts, 408, 429 and 5xx. Returns (json, attempts, ms)."""
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        last = ""
+        last, wait = "", 0.0
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(wait)

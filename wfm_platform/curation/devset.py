@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from ..video import iter_frames, write_mp4
-from .shots import Shot, ShotResult, Transition
+from .shots import ShotResult, Transition
 
 log = logging.getLogger(__name__)
 

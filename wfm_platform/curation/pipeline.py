@@ -11,6 +11,7 @@ clip_embeddings -> deduplicated_clips -> webdataset_shards.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import time
@@ -163,8 +164,10 @@ def stage_clips(
     progress: Progress | None = None,
 ) -> dict:
     """Shot detection, Cosmos clip rules, H.264 transcode of every clip (one decode pass a video)."""
+    from .filters import FilterConfig, SampleCollector, sample_to_bytes
     from .shots import apply_clip_rules, detect_shots
 
+    fcfg = FilterConfig.from_yaml(cfg.filters_path())
     raw = read_stage(store, "raw_videos", partition)
     videos = [v for v in raw["videos"] if v["status"] == "ok"]
     clips: list[dict] = []
@@ -206,8 +209,8 @@ def stage_clips(
                             "thumbnail_uri": store.uri(f"clips/{partition}/thumbs/{cid}.jpg"),
                         }
                     )
-                    # Idempotent resume: a committed clip with the right frame count is kept.
-                    if not _clip_complete(store, rel, n):
+                    # Idempotent resume: a committed clip (with its analysis frames) is kept.
+                    if not (_clip_complete(store, rel, n) and store.exists(_sample_rel(partition, cid))):
                         todo.append((s, rel))
                 t0 = time.perf_counter()
                 mids = {
@@ -215,10 +218,20 @@ def stage_clips(
                     for s, r in zip(shots, rows)
                 }
                 thumbs: dict[str, np.ndarray] = {}
+                # The transcode pass decodes every frame anyway: the filters' and embedder's frames
+                # are sampled from it here, so no later stage decodes the clip again.
+                collectors = [
+                    (s.start_frame, s.end_frame, rel, SampleCollector.for_config(s.start_frame, s.end_frame, fps, fcfg))
+                    for s, rel in todo
+                ]
+                starts = [c[0] for c in collectors]
 
                 def grab(idx, img, _mids=mids, _thumbs=thumbs):
                     if idx in _mids:
                         _thumbs[_mids[idx]] = img
+                    k = bisect.bisect_right(starts, idx) - 1
+                    if k >= 0 and idx <= collectors[k][1]:
+                        collectors[k][3].push(idx, img)
 
                 with contextlib.ExitStack() as stack:
                     segs = []
@@ -232,12 +245,15 @@ def stage_clips(
                         crf=cfg.clips.crf,
                         preset=cfg.clips.preset,
                         max_side=cfg.clips.max_side,
-                        on_frame=grab if cfg.clips.thumbnails else None,
+                        on_frame=grab,
                     )
                     short = [str(t) for t, n in written.items() if n == 0]
                     if short:
                         raise VideoError(f"source ended before {len(short)} clip(s) could be cut (truncated?)")
                 timings["transcode_s"] += time.perf_counter() - t0
+                for _, _, rel, col in collectors:
+                    cid = rel.rsplit("/", 1)[-1][: -len(".mp4")]
+                    store.write_bytes(_sample_rel(partition, cid), sample_to_bytes(col.sample))
                 for rel_thumb, img in thumbs.items():
                     store.write_bytes(rel_thumb, jpeg_bytes(_thumb(img)))
                 w, h = _clip_size(v["width"], v["height"], cfg.clips.max_side)
@@ -264,6 +280,19 @@ def stage_clips(
     }
     store.write_json(manifest_rel("clips", partition), manifest)
     return manifest
+
+
+def _sample_rel(partition: str, cid: str) -> str:
+    """Analysis frames of a clip, sampled during its transcode (see filters.SampleCollector)."""
+    return f"clips/{partition}/samples/{cid}.npz"
+
+
+def load_sample(store: ObjectStore, partition: str, cid: str):
+    """The clip's analysis frames, or None when they were not kept (then decode the clip)."""
+    from .filters import sample_from_bytes
+
+    rel = _sample_rel(partition, cid)
+    return sample_from_bytes(store.read_bytes(rel)) if store.exists(rel) else None
 
 
 def _clip_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -309,7 +338,7 @@ def _clip_catalog_row(c: dict, **extra) -> dict:
 def stage_clip_scores(
     store: ObjectStore, partition: str, cfg: PipelineConfig, progress: Progress | None = None
 ) -> dict:
-    from .filters import FilterConfig, get_ocr, score_clip
+    from .filters import FilterConfig, get_ocr, score_clip, score_sample
 
     clips = read_stage(store, "clips", partition)["clips"]
     fcfg = FilterConfig.from_yaml(cfg.filters_path())
@@ -319,8 +348,12 @@ def stage_clip_scores(
     t0 = time.perf_counter()
     for i, c in enumerate(clips):
         try:
-            with store.local_copy(store.rel(c["uri"])) as p:
-                scores[c["clip_id"]] = score_clip(p, fps=c["fps"], config=fcfg, ocr=ocr)
+            sample = load_sample(store, partition, c["clip_id"])
+            if sample is not None:
+                scores[c["clip_id"]] = score_sample(sample, fcfg, ocr=ocr, width=c["width"], height=c["height"])
+            else:
+                with store.local_copy(store.rel(c["uri"])) as p:
+                    scores[c["clip_id"]] = score_clip(p, fps=c["fps"], config=fcfg, ocr=ocr)
         except Exception as e:
             errors.append({"clip_id": c["clip_id"], "reason": _reason(e)})
             log.warning("clip_scores %s: %s", c["clip_id"], _reason(e))
@@ -435,8 +468,12 @@ def stage_clip_embeddings(
     ids, vecs, errors = [], [], []
     for i, c in enumerate(passed):
         try:
-            with store.local_copy(store.rel(c["uri"])) as p:
-                v = np.asarray(embedder.embed_clip(p), dtype=np.float32)
+            sample = load_sample(store, partition, c["clip_id"])
+            if sample is not None and sample.rgb:
+                v = np.asarray(embedder.embed_frames([sample.rgb[k] for k in sorted(sample.rgb)]), np.float32)
+            else:
+                with store.local_copy(store.rel(c["uri"])) as p:
+                    v = np.asarray(embedder.embed_clip(p), dtype=np.float32)
             if not np.all(np.isfinite(v)):
                 raise ValueError("embedding has non-finite values")
             ids.append(c["clip_id"])

@@ -19,7 +19,7 @@ from ...video.decode import fit_size
 from ...video.probe import VideoError, probe
 from .motion import motion_scores
 from .quality import quality_scores
-from .sampling import decode_sample
+from .sampling import ClipSample, SampleCollector, decode_sample, sample_from_bytes, sample_to_bytes
 from .text import OCRUnavailable, text_scores
 from .text import get_ocr as _get_ocr
 from .vtype import VIDEO_TYPES, classify, clip_features
@@ -33,7 +33,11 @@ __all__ = [
     "VideoError",
     "apply_filters",
     "get_ocr",
+    "SampleCollector",
+    "sample_from_bytes",
+    "sample_to_bytes",
     "score_clip",
+    "score_sample",
 ]
 
 
@@ -137,6 +141,18 @@ def score_clip(
         n_anchors=cfg.motion_samples, gap_s=cfg.motion_gap_s, motion_max_side=cfg.motion_max_side,
         rgb_max_side=cfg.quality_max_side, crop_side=cfg.blockiness_crop,
     )
+    return score_sample(sample, cfg, ocr=ocr, width=info.width, height=info.height)
+
+
+def score_sample(sample: ClipSample, config: FilterConfig | None = None, *, ocr=None,
+                 width: int | None = None, height: int | None = None) -> dict:
+    """Scores from frames already sampled (by decode_sample or a SampleCollector fed elsewhere)."""
+    cfg = config or FilterConfig()
+    start, end, rate = sample.start, sample.end, sample.fps
+    if not sample.rgb:
+        raise VideoError(f"no frame sampled in range {start}..{end}")
+    if width is None or height is None:
+        width, height = sample.native_size
     # A truncated file ends early: score the frames that exist and say so in the duration.
     last = min(end, sample.last_decoded)
     rgb = [sample.rgb[i] for i in sorted(sample.rgb)]
@@ -148,8 +164,8 @@ def score_clip(
         "clip_frames": int(last - start + 1),
         "clip_duration_s": round((last - start + 1) / rate, 4),
         "fps": float(rate),
-        "width": info.width,
-        "height": info.height,
+        "width": int(width),
+        "height": int(height),
         "frames_sampled": len(sample.gray),
     }
     scores.update(motion_scores(sample))

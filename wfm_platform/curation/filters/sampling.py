@@ -131,3 +131,89 @@ def decode_sample(
     if not sample.rgb:
         raise VideoError(f"no frame decoded in range {start}..{end} (stream ended at frame {idx})", path)
     return sample
+
+
+class SampleCollector:
+    """Builds the same ClipSample as decode_sample from frames someone else decodes.
+
+    The clips stage already decodes every frame of a source to transcode it; pushing those frames
+    here gives the filters and the embedder their frames with no second decode.
+    """
+
+    def __init__(self, start: int, end: int, fps: float, *, n_anchors: int, gap_s: float,
+                 motion_max_side: int, rgb_max_side: int, crop_side: int):
+        anchors, gap = plan(start, end, fps, n_anchors, gap_s)
+        self.sample = ClipSample(fps=fps, start=start, end=end, gap=gap, anchors=anchors)
+        self._gray_wanted = {a + k * gap for a in anchors for k in range(3)}
+        self._rgb_wanted = set(anchors)
+        self._sizes = (motion_max_side, rgb_max_side, crop_side)
+
+    @classmethod
+    def for_config(cls, start: int, end: int, fps: float, cfg) -> SampleCollector:
+        return cls(start, end, fps, n_anchors=cfg.motion_samples, gap_s=cfg.motion_gap_s,
+                   motion_max_side=cfg.motion_max_side, rgb_max_side=cfg.quality_max_side,
+                   crop_side=cfg.blockiness_crop)
+
+    def push(self, idx: int, rgb: np.ndarray) -> None:
+        """Offer an upright RGB frame of the source (full size); only wanted frames are kept."""
+        s = self.sample
+        if s.start <= idx <= s.end:
+            s.last_decoded = max(s.last_decoded, idx)
+        if idx not in self._gray_wanted:
+            return
+        motion_side, rgb_side, crop_side = self._sizes
+        h, w = rgb.shape[:2]
+        s.native_size = (w, h)
+        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        s.gray[idx] = cv2.resize(luma, fit_size(w, h, motion_side), interpolation=cv2.INTER_AREA)
+        if idx in self._rgb_wanted:
+            s.rgb[idx] = cv2.resize(rgb, fit_size(w, h, rgb_side), interpolation=cv2.INTER_AREA)
+            s.luma_crop[idx] = _aligned_center_crop(luma, crop_side)
+
+
+def sample_to_bytes(sample: ClipSample, jpeg_quality: int = 95) -> bytes:
+    """Compact serialisation: small gray and luma crops lossless (PNG), colour frames as JPEG."""
+    import io
+    import json
+
+    arrays: dict[str, np.ndarray] = {}
+    for kind, frames, ext in (("gray", sample.gray, ".png"), ("crop", sample.luma_crop, ".png"),
+                              ("rgb", sample.rgb, ".jpg")):
+        for i, img in frames.items():
+            if ext == ".jpg":
+                ok, buf = cv2.imencode(ext, cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                                       [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            else:
+                ok, buf = cv2.imencode(ext, img)
+            if not ok:
+                raise ValueError(f"cannot encode {kind} frame {i}")
+            arrays[f"{kind}_{i}"] = buf
+    meta = {"fps": sample.fps, "start": sample.start, "end": sample.end, "gap": sample.gap,
+            "anchors": sample.anchors, "last_decoded": sample.last_decoded,
+            "native_size": list(sample.native_size)}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def sample_from_bytes(data: bytes) -> ClipSample:
+    import io
+    import json
+
+    with np.load(io.BytesIO(data)) as z:
+        meta = json.loads(bytes(z["meta"]).decode())
+        s = ClipSample(fps=meta["fps"], start=meta["start"], end=meta["end"], gap=meta["gap"],
+                       anchors=list(meta["anchors"]), last_decoded=meta["last_decoded"],
+                       native_size=tuple(meta["native_size"]))
+        for key in z.files:
+            if key == "meta":
+                continue
+            kind, i = key.rsplit("_", 1)
+            buf = z[key]
+            if kind == "rgb":
+                s.rgb[int(i)] = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            else:
+                img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+                (s.gray if kind == "gray" else s.luma_crop)[int(i)] = img
+    return s

@@ -41,7 +41,10 @@ def get_ocr():
 
 
 def _detect(ocr, bgr: np.ndarray, min_det_score: float) -> list[np.ndarray]:
-    """Text boxes (4x2 float arrays) from the PP-OCRv4 detector alone: the fast half of OCR."""
+    """Text boxes (4x2 float arrays) from the PP-OCRv4 detector alone: the fast half of OCR.
+
+    Note: RapidOCR stores box_thresh on the (shared) instance; every call here passes it explicitly.
+    """
     boxes, _ = ocr(bgr, use_det=True, use_cls=False, use_rec=False, box_thresh=min_det_score)
     return [np.asarray(b, np.float32).reshape(4, 2) for b in boxes or []]
 
