@@ -52,7 +52,7 @@ def _progress() -> Progress:
 
 
 def _die(msg: str, code: int = 1):
-    err.print(f"[red]error:[/red] {msg}")
+    err.print(f"[red]error:[/red] {msg}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -93,10 +93,14 @@ def shots(
 
     if not video.exists():
         _die(f"{video}: no such file")
+    from .video import probe
+
     try:
+        total = probe(video).num_frames or None
         with _progress() as prog:
-            task = prog.add_task("detecting shots", total=None)
+            task = prog.add_task("detecting shots", total=total)
             result = detect_shots(video, progress=lambda n: prog.update(task, completed=n))
+            prog.update(task, completed=result.num_frames, total=result.num_frames)
     except VideoError as e:
         _die(f"{video}: {e.reason}")
     shot_list = apply_clip_rules(result.shots, result.fps) if clip_rules else result.shots
@@ -121,12 +125,22 @@ def shots(
 
 
 # --------------------------------------------------------------------------------------------
+def _dagster_home() -> Path:
+    """DAGSTER_HOME (default <repo>/.dagster_home), created with a dagster.yaml if it has none:
+    SQLite storage, telemetry off (many of our machines are offline)."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
 def _instance():
-    """The Dagster instance under DAGSTER_HOME (default: <repo>/.dagster_home), the one `wfm ui` shows."""
+    """The Dagster instance under DAGSTER_HOME, the one `wfm ui` shows."""
     import dagster as dg
 
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
+    _dagster_home()
     return dg.DagsterInstance.get()
 
 
@@ -162,6 +176,7 @@ def run_batch(partition: str, source_uri: str, resources: dict, *, quiet: bool =
     assets, batches = _definitions()
     instance = _instance()
     instance.add_dynamic_partitions(batches.name, [partition])
+    quiet_logs = {"loggers": {"console": {"config": {"log_level": os.environ.get("WFM_DAGSTER_LOG_LEVEL", "WARNING")}}}}
     run_config = {"ops": {"raw_videos": {"config": {"source_uri": source_uri}}}}
     with _progress() as prog:
         task = prog.add_task(f"curating {partition}", total=len(STAGES))
@@ -173,7 +188,7 @@ def run_batch(partition: str, source_uri: str, resources: dict, *, quiet: bool =
                 partition_key=partition,
                 resources=resources,
                 instance=instance,
-                run_config=run_config if stage == "raw_videos" else None,
+                run_config={**quiet_logs, **(run_config if stage == "raw_videos" else {})},
                 tags={"wfm/batch": partition, "wfm/launched_by": "wfm-cli"},
                 raise_on_error=False,
             )
@@ -361,8 +376,7 @@ def ui(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
 ):
     """Open the Dagster UI on this code location (dagster dev -w workspace.yaml)."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
+    home = _dagster_home()
     err.print(f"Dagster UI on http://{host}:{port}  (DAGSTER_HOME={home})")
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster) if dagster.exists() else "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),

@@ -25,7 +25,8 @@ TMP_PREFIX = ".tmp-"
 
 def _norm_root(root: str) -> str:
     if "://" not in root:
-        root = Path(root).expanduser().resolve().as_uri()
+        # not Path.as_uri(): fsspec does not unquote %20 and friends, and paths may have spaces/unicode
+        root = "file://" + Path(root).expanduser().resolve().as_posix()
     return root.rstrip("/")
 
 
