@@ -6,17 +6,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-}"
 PY="${PYTHON:-python3}"
+LOG=.venv-install.log
 if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null || true
+pipi() {  # pip install, quiet; the full log is kept and shown on failure
+  if ! .venv/bin/python -m pip install --disable-pip-version-check "$@" >>"$LOG" 2>&1; then
+    tail -40 "$LOG"; echo "pip install $* failed (full log: $LOG)"; exit 1
+  fi
+}
+: >"$LOG"
+pipi --upgrade pip
 if [ -n "$EXTRAS" ]; then SPEC=".[$EXTRAS]"; else SPEC="."; fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$SPEC" 2>&1 | grep -v "^WARNING: Location" || true
+echo "installing wfm-platform $SPEC into .venv (log: $LOG)"
+pipi -e "$SPEC"
 # rapidocr-onnxruntime pulls opencv-python, whose cv2 can shadow the contrib build we need
 # (CascadeClassifier, optflow, quality). Keep exactly one cv2: the 4.x contrib headless wheel.
 if .venv/bin/python -m pip show opencv-python >/dev/null 2>&1; then
   CONTRIB=$(.venv/bin/python -m pip show opencv-contrib-python-headless | awk '/^Version/{print $2}')
-  .venv/bin/python -m pip uninstall --quiet -y opencv-python
-  .venv/bin/python -m pip install --quiet --force-reinstall --no-deps "opencv-contrib-python-headless==$CONTRIB" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip uninstall --quiet -y opencv-python >>"$LOG" 2>&1
+  pipi --force-reinstall --no-deps "opencv-contrib-python-headless==$CONTRIB"
 fi
-.venv/bin/python -c "import cv2, av, dagster; assert cv2.__version__.startswith('4'), cv2.__version__" 
+.venv/bin/python -c "import cv2, av, dagster; assert cv2.__version__.startswith('4'), cv2.__version__; assert hasattr(cv2, 'optflow')"
