@@ -130,6 +130,9 @@ def clips(
         "clip_duration_s": dg.MetadataValue.md(report.histogram_md([c["duration_s"] for c in m["clips"]],
                                                                    label="seconds")),
         "failed_videos": dg.MetadataValue.md(report.table_md(m["failed_videos"], ["source_uri", "reason"])),
+        "videos_without_clips": dg.MetadataValue.md(
+            report.table_md(m["videos_without_clips"], ["source_uri", "reason"])
+        ),
         "shot_detection_s": m["timings"].get("shot_detection_s", 0.0),
         "transcode_s": m["timings"].get("transcode_s", 0.0),
     }

@@ -60,10 +60,10 @@ def one_frame(src: Path, p: Path) -> Path:
     return p
 
 
-def rotated(src: Path, p: Path, frames: int = 75) -> Path:
+def rotated(src: Path, p: Path, frames: int = 75, start: int = 0) -> Path:
     """An mp4 whose track matrix says 'display rotated 90 degrees clockwise' (a phone video)."""
     tmp = p.with_suffix(".plain.mp4")
-    write_mp4((img for _, img in iter_frames(src, end=frames - 1)), tmp, fps=25)
+    write_mp4((img for _, img in iter_frames(src, start=start, end=start + frames - 1)), tmp, fps=25)
     data = bytearray(tmp.read_bytes())
     ident = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
     at = data.find(ident, data.find(b"tkhd"))
@@ -74,14 +74,14 @@ def rotated(src: Path, p: Path, frames: int = 75) -> Path:
     return p
 
 
-def variable_frame_rate(src: Path, p: Path, frames: int = 100) -> Path:
+def variable_frame_rate(src: Path, p: Path, frames: int = 100, start: int = 0) -> Path:
     """Frames with irregular timestamps (alternating 1/50 s and 3/50 s gaps), like screen captures."""
     with av.open(str(p), "w", format="mp4") as out:
         s = out.add_stream("libx264", rate=50)
         s.codec_context.time_base = Fraction(1, 50)
         s.pix_fmt = "yuv420p"
         pts = 0
-        for i, (_, img) in enumerate(iter_frames(src, end=frames - 1)):
+        for i, (_, img) in enumerate(iter_frames(src, start=start, end=start + frames - 1)):
             if i == 0:
                 s.width, s.height = img.shape[1] - img.shape[1] % 2, img.shape[0] - img.shape[0] % 2
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[: s.height, : s.width]), format="rgb24")
@@ -95,11 +95,11 @@ def variable_frame_rate(src: Path, p: Path, frames: int = 100) -> Path:
     return p
 
 
-def matroska_named_mp4(src: Path, p: Path, frames: int = 75) -> Path:
+def matroska_named_mp4(src: Path, p: Path, frames: int = 75, start: int = 0) -> Path:
     with av.open(str(p), "w", format="matroska") as out:
         s = out.add_stream("libx264", rate=25)
         s.pix_fmt = "yuv420p"
-        for i, (_, img) in enumerate(iter_frames(src, end=frames - 1)):
+        for i, (_, img) in enumerate(iter_frames(src, start=start, end=start + frames - 1)):
             if i == 0:
                 s.width, s.height = img.shape[1], img.shape[0]
             for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):

@@ -219,6 +219,7 @@ def summarize(store, partition: str) -> dict:
         "batch": partition,
         "processed": processed,
         "rejected": rejected,
+        "no_clips": [{"path": w["source_uri"], "reason": w["reason"]} for w in cl.get("videos_without_clips", [])],
         "clips": cl["num_clips"],
         "clips_passed_filters": filt["num_passed"],
         "clips_rejected_by_filters": filt["num_rejected"],
@@ -239,6 +240,8 @@ def _print_summary(s: dict) -> None:
     )
     for r in s["rejected"]:
         err.print(f"  [yellow]rejected[/] {r['path']}: {r['reason']}")
+    for r in s["no_clips"]:
+        err.print(f"  [dim]no clips[/] {r['path']}: {r['reason']}")
     for reason, n in sorted(s["filter_reasons"].items(), key=lambda kv: -kv[1]):
         err.print(f"  filter {reason}: {n} clip(s)")
     err.print(f"shards: [bold]{s['manifest']}[/]")

@@ -172,6 +172,7 @@ def stage_clips(
     videos = [v for v in raw["videos"] if v["status"] == "ok"]
     clips: list[dict] = []
     failed: list[dict] = []
+    without: list[dict] = []  # processed fine, but every shot was too short to keep
     stats = Counter()
     timings = Counter()
     for i, v in enumerate(videos):
@@ -184,6 +185,14 @@ def stage_clips(
                 shots = apply_clip_rules(
                     result.shots, fps, cfg.clips.min_duration_s, cfg.clips.max_duration_s
                 )
+                if not shots:
+                    longest = max((x.num_frames for x in result.shots), default=0) / fps
+                    without.append({
+                        "video_id": v["video_id"],
+                        "source_uri": v["source_uri"],
+                        "reason": f"no shot of at least {cfg.clips.min_duration_s:g} s "
+                        f"({len(result.shots)} shot(s), longest {longest:.2f} s)",
+                    })
                 stats["shots"] += len(result.shots)
                 stats["transitions"] += len(result.transitions)
                 stats["shots_dropped_short"] += sum(
@@ -236,8 +245,10 @@ def stage_clips(
                 with contextlib.ExitStack() as stack:
                     segs = []
                     for s, rel in todo:
-                        tmp = stack.enter_context(store.staged(rel))
-                        segs.append((s.start_frame, s.end_frame, tmp))
+                        # Local store: each clip is committed (renamed) as soon as its last frame is
+                        # encoded, so a crash keeps finished clips. Remote: staged, uploaded at the end.
+                        dst = store.local_path(rel) if store.is_local else stack.enter_context(store.staged(rel))
+                        segs.append((s.start_frame, s.end_frame, dst))
                     written = transcode_segments(
                         local,
                         segs,
@@ -272,6 +283,7 @@ def stage_clips(
         "created_at": now(),
         "clips": clips,
         "failed_videos": failed,
+        "videos_without_clips": without,
         "num_clips": len(clips),
         "num_videos": len(videos),
         "stats": dict(stats),

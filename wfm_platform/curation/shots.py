@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ..video import VideoError, probe
+from ..video.decode import iter_av_frames
 
 log = logging.getLogger(__name__)
 
@@ -148,27 +149,8 @@ def iter_features(
     path: str | os.PathLike, size: tuple[int, int]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stream (luma thumbnail, histogram) per decoded frame; stops quietly at a corrupt tail."""
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except av.error.FFmpegError as e:
-        raise VideoError(f"cannot open: {e}", path) from e
-    with container:
-        if not container.streams.video:
-            raise VideoError("no video stream", path)
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame + slice threads: the decode is most of the cost
-        frames = container.decode(stream)
-        n = 0
-        while True:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as e:
-                log.warning("%s: decode error after frame %d, stopping there: %s", path, n - 1, e)
-                break
-            n += 1
-            yield _frame_features(frame, size)
+    for _, frame in iter_av_frames(path):
+        yield _frame_features(frame, size)
 
 
 # ---------------------------------------------------------------------------------------------- analysis

@@ -5,6 +5,7 @@ Frame indices are 0-based in decode (presentation) order, the numbering `wfm sho
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -13,6 +14,8 @@ import cv2
 import numpy as np
 
 from .probe import VideoError
+
+log = logging.getLogger(__name__)
 
 
 def _open(path: str | os.PathLike, threads: bool = True):
@@ -29,7 +32,7 @@ def _open(path: str | os.PathLike, threads: bool = True):
     return container, stream
 
 
-def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
+def upright(img: np.ndarray, rotation: int) -> np.ndarray:
     # frame.rotation is counter-clockwise degrees of the display matrix; turn pixels to match.
     r = rotation % 360
     if r == 0:
@@ -37,7 +40,7 @@ def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k=r // 90))
 
 
-def _luma(frame: av.VideoFrame) -> np.ndarray:
+def luma_plane(frame: av.VideoFrame) -> np.ndarray:
     """Y plane as a (h, w) uint8 view without a colour conversion, when the format allows."""
     name = frame.format.name
     if name.startswith(("yuv", "yuvj", "nv12", "nv21")) and "p1" not in name and "p9" not in name:
@@ -67,6 +70,24 @@ def iter_frames(
     only: if given, just these frame indices are converted and yielded (the rest are decoded, which
     the codec needs, but never converted: conversion costs as much as decoding).
     """
+    for idx, frame in iter_av_frames(path, on_error=on_error):
+        if end is not None and idx > end:
+            break
+        if idx < start or (idx - start) % step or (only is not None and idx not in only):
+            continue
+        img = luma_plane(frame) if fmt == "gray" else frame.to_ndarray(format=fmt)
+        img = upright(img, getattr(frame, "rotation", 0) or 0)
+        if size is not None and (img.shape[1], img.shape[0]) != tuple(size):
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        yield idx, img
+
+
+def iter_av_frames(path: str | os.PathLike, *, on_error: str = "stop") -> Iterator[tuple[int, av.VideoFrame]]:
+    """(index, decoded av.VideoFrame) in decode order, threads on. The one decode loop every reader uses.
+
+    on_error: "stop" ends quietly at a corrupt packet (a truncated upload still yields its good
+    frames; a warning is logged); "raise" raises VideoError.
+    """
     container, stream = _open(path)
     try:
         idx = -1
@@ -79,20 +100,10 @@ def iter_frames(
             except av.error.FFmpegError as e:
                 if on_error == "raise":
                     raise VideoError(f"decode error after frame {idx}: {e}", path) from e
+                log.warning("%s: decode error after frame %d, stopping there: %s", path, idx, e)
                 break
             idx += 1
-            if idx < start or (idx - start) % step or (only is not None and idx not in only):
-                continue
-            if end is not None and idx > end:
-                break
-            if fmt == "gray":
-                img = _luma(frame)
-            else:
-                img = frame.to_ndarray(format=fmt)
-            img = _upright(img, getattr(frame, "rotation", 0) or 0)
-            if size is not None and (img.shape[1], img.shape[0]) != tuple(size):
-                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            yield idx, img
+            yield idx, frame
     finally:
         container.close()
 

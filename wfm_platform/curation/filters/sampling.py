@@ -12,11 +12,10 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-import av
 import cv2
 import numpy as np
 
-from ...video.decode import _luma, _open, _upright, fit_size
+from ...video.decode import fit_size, iter_av_frames, luma_plane, upright
 from ...video.probe import VideoError
 
 log = logging.getLogger(__name__)
@@ -93,41 +92,29 @@ def decode_sample(
     last_wanted = max(gray_wanted)
     sample = ClipSample(fps=fps, start=start, end=end, gap=gap, anchors=anchors)
 
-    container, stream = _open(path)
-    try:
-        frames = container.decode(stream)
-        idx = -1
-        small = big = None
-        while idx < last_wanted:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as e:
-                # Same policy as iter_frames(on_error="stop"): score what decoded before the corruption.
-                log.warning("%s: decode error after frame %d, scoring the frames before it: %s", path, idx, e)
-                break
-            idx += 1
-            if idx not in gray_wanted:
-                continue
-            rot = getattr(frame, "rotation", 0) or 0
-            luma = _upright(_luma(frame), rot)
-            if small is None:
-                h, w = luma.shape
-                sample.native_size = (w, h)
-                small = fit_size(w, h, motion_max_side)
-                big = fit_size(w, h, rgb_max_side)
-            sample.gray[idx] = cv2.resize(luma, small, interpolation=cv2.INTER_AREA)
-            if idx in rgb_wanted:
-                # Let swscale convert and shrink in one step (half the cost of full-size RGB + resize);
-                # it works before rotation, so a 90/270 degree frame gets the swapped size.
-                bw, bh = big if rot % 180 == 0 else big[::-1]
-                rgb = frame.to_ndarray(format="rgb24", width=bw, height=bh, interpolation="AREA")
-                sample.rgb[idx] = _upright(rgb, rot)
-                sample.luma_crop[idx] = _aligned_center_crop(luma, crop_side)
-        sample.last_decoded = idx
-    finally:
-        container.close()
+    idx = -1
+    small = big = None
+    for idx, frame in iter_av_frames(path):  # stops at a corrupt tail: score what decoded
+        if idx not in gray_wanted:
+            continue
+        rot = getattr(frame, "rotation", 0) or 0
+        luma = upright(luma_plane(frame), rot)
+        if small is None:
+            h, w = luma.shape
+            sample.native_size = (w, h)
+            small = fit_size(w, h, motion_max_side)
+            big = fit_size(w, h, rgb_max_side)
+        sample.gray[idx] = cv2.resize(luma, small, interpolation=cv2.INTER_AREA)
+        if idx in rgb_wanted:
+            # Let swscale convert and shrink in one step (half the cost of full-size RGB + resize);
+            # it works before rotation, so a 90/270 degree frame gets the swapped size.
+            bw, bh = big if rot % 180 == 0 else big[::-1]
+            rgb = frame.to_ndarray(format="rgb24", width=bw, height=bh, interpolation="AREA")
+            sample.rgb[idx] = upright(rgb, rot)
+            sample.luma_crop[idx] = _aligned_center_crop(luma, crop_side)
+        if idx >= last_wanted:
+            break
+    sample.last_decoded = idx
     if not sample.rgb:
         raise VideoError(f"no frame decoded in range {start}..{end} (stream ended at frame {idx})", path)
     return sample
