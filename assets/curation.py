@@ -150,10 +150,10 @@ def clips(
 def _thumb_strip_md(jpegs: list[bytes]) -> str:
     import cv2
 
-    from wfm_platform.video.thumbs import jpeg_bytes, strip
+    from wfm_platform.video.thumbs import grid, jpeg_bytes
 
     imgs = [cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for b in jpegs]
-    return report.image_md(jpeg_bytes(strip(imgs, height=90)), alt="clip thumbnails")
+    return report.image_md(jpeg_bytes(grid(imgs, cols=4, height=90)), alt="clip thumbnails")
 
 
 # --------------------------------------------------------------------------------------------

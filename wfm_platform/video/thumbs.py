@@ -35,3 +35,13 @@ def jpeg_bytes(img: np.ndarray, quality: int = 85) -> bytes:
     if not ok:
         raise ValueError("JPEG encode failed")
     return buf.tobytes()
+
+
+def grid(images: Sequence[np.ndarray], cols: int = 6, height: int = 90) -> np.ndarray:
+    """Rows of `cols` thumbnails (each scaled to `height`), for previews that must not scroll sideways."""
+    rows = [strip(images[i : i + cols], height=height, max_width=10**6) for i in range(0, len(images), cols)]
+    if not rows:
+        return strip([], height)
+    width = max(r.shape[1] for r in rows)
+    pad = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(pad, axis=0)
