@@ -98,7 +98,6 @@ def raw_videos(
     deps=[raw_videos],
     kinds={"video"},
     code_version="1",
-    op_tags={"wfm/resources": "cpu"},
     description="Shot-boundary detection (cuts, dissolves, fades), Cosmos clip rules (drop < 2 s, "
     "split > 60 s), H.264 transcode of every clip. Clip ids hash source content + frame range.",
     check_specs=[
@@ -237,7 +236,6 @@ def filtered_clips(
     group_name=GROUP,
     deps=[filtered_clips],
     code_version="1",
-    op_tags={"wfm/resources": "gpu-optional"},
     description="One caption per passed clip from the captioner resource (VLM endpoint or the "
     "offline signals captioner, named in each record).",
     check_specs=[_spec("captions_nonempty", "captions", "every passed clip has a non-empty caption", True)],
@@ -272,7 +270,6 @@ def captions(
     deps=[filtered_clips],
     kinds={"lancedb"},
     code_version="1",
-    op_tags={"wfm/resources": "gpu-optional"},
     description="One vector per passed clip from the embedder resource, stored in the catalog.",
     check_specs=[_spec("embeddings_valid", "clip_embeddings", "finite, unit-norm, one per passed clip", True)],
 )

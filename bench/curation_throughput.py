@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -139,9 +138,11 @@ def end_to_end(files: list[Path], cfg: PipelineConfig, tmp: Path) -> dict:
 
 
 def _peak_rss_mb(path: Path) -> dict:
-    """Shot detection + transcode of the first minute-long clip in a fresh process; ru_maxrss in MB."""
+    """Shot detection + transcode of up to 300 frames in a fresh process; peak RSS (VmHWM) in MB.
+
+    VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child would report its parent's peak."""
     code = (
-        "import resource, sys, tempfile, time\n"
+        "import sys, tempfile, time\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from wfm_platform.curation.shots import detect_shots\n"
         "from wfm_platform.video.encode import transcode_segments\n"
@@ -149,7 +150,8 @@ def _peak_rss_mb(path: Path) -> dict:
         "s = r.shots[0]\n"
         "with tempfile.TemporaryDirectory() as d:\n"
         "    transcode_segments(sys.argv[1], [(s.start_frame, min(s.end_frame, s.start_frame + 299), d + '/c.mp4')], fps=r.fps)\n"
-        "print(r.num_frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t)\n"
+        "hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+        "print(r.num_frames, hwm / 1024, time.perf_counter() - t)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     n, mb, s = out.stdout.split()
@@ -197,7 +199,6 @@ def main() -> None:
         short = make_inputs(a.out)[0]
         long = make_long(a.out, a.long_seconds)
         report["memory"] = [_peak_rss_mb(short), _peak_rss_mb(long)]
-    report["self_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(report, indent=2))
 
 
