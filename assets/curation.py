@@ -164,7 +164,10 @@ def _thumb_strip_md(jpegs: list[bytes]) -> str:
     code_version="1",
     description="Per-clip scores: motion (DIS optical flow), visual quality (blur, exposure, "
     "blockiness), text overlay (RapidOCR PP-OCRv4), video type.",
-    check_specs=[_spec("scores_complete", "clip_scores", "every clip scored with finite numbers", True)],
+    check_specs=[
+        _spec("scores_complete", "clip_scores", "every clip scored with finite numbers", True),
+        _spec("scores_schema", "clip_scores", "every clip has the same score fields (no schema drift)", True),
+    ],
 )
 def clip_scores(
     context: dg.AssetExecutionContext, storage: StorageResource, pipeline_config: PipelineConfigResource
@@ -193,7 +196,9 @@ def clip_scores(
         },
         check_results=[
             _check("scores_complete", not m["errors"] and not nonfinite,
-                   errors=len(m["errors"]), nonfinite=str(nonfinite[:20]))
+                   errors=len(m["errors"]), nonfinite=str(nonfinite[:20])),
+            _check("scores_schema", len({tuple(sorted(s)) for s in scores}) <= 1,
+                   fields=str(sorted(scores[0]) if scores else [])),
         ],
     )
 
