@@ -28,6 +28,15 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+
+def _mount_subcommands() -> None:
+    from .guardrails.cli import guard_app
+
+    app.add_typer(guard_app, name="guard", help="Guardrails: check prompts (pre-guard) and videos (post-guard).")
+
+
+_mount_subcommands()
+
 STAGES = [
     "raw_videos",
     "clips",
