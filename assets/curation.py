@@ -340,7 +340,48 @@ def deduplicated_clips(
 @dg.asset(
     partitions_def=upload_batches,
     group_name=GROUP,
-    deps=[deduplicated_clips, captions],
+    deps=[deduplicated_clips],
+    kinds={"video"},
+    code_version="1",
+    description="Post-guard on every kept clip: faces blurred on every frame (tracked), clips with an "
+    "unsafe sampled frame dropped; blocks and blurs recorded in the violation log. "
+    "Configurable in configs/pipeline.yaml (guard:), on by default.",
+    check_specs=[
+        _spec("all_clips_guarded", "guarded_clips", "no clip failed the guard (it fails closed)", True),
+    ],
+)
+def guarded_clips(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    catalog: CatalogResource,
+    pipeline_config: PipelineConfigResource,
+) -> dg.MaterializeResult:
+    store, partition = storage.store(), context.partition_key
+    guard = P.make_post_guard(pipeline_config.load())
+    if guard is None:
+        context.log.warning("face blur and unsafe check are disabled by configuration (guard: in pipeline.yaml)")
+    m = P.stage_guarded_clips(store, catalog.catalog(), partition, guard, _progress(context, "guarded"))
+    rejected = [{"clip_id": r["clip_id"], "reasons": "; ".join(r["reasons"])} for r in m["rejected"]]
+    return dg.MaterializeResult(
+        metadata={
+            "manifest": dg.MetadataValue.path(store.uri(P.manifest_rel("guarded_clips", partition))),
+            "enabled": m["enabled"],
+            "num_clips": m["num_clips"],
+            "num_rejected_unsafe": m["num_rejected"],
+            "faces_blurred": m["faces_blurred"],
+            "clips_with_faces": m["clips_with_faces"],
+            "rejected": dg.MetadataValue.md(report.table_md(rejected, ["clip_id", "reasons"])),
+            "errors": dg.MetadataValue.md(report.table_md(m["errors"], ["clip_id", "reason"])),
+        },
+        check_results=[_check("all_clips_guarded", not m["errors"], errors=len(m["errors"]))],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+@dg.asset(
+    partitions_def=upload_batches,
+    group_name=GROUP,
+    deps=[guarded_clips, captions],
     kinds={"webdataset"},
     code_version="1",
     description="WebDataset tar shards (mp4 + json + txt caption) bucketed by resolution, aspect "
@@ -383,5 +424,6 @@ CURATION_ASSETS = [
     captions,
     clip_embeddings,
     deduplicated_clips,
+    guarded_clips,
     webdataset_shards,
 ]

@@ -7,7 +7,7 @@ Reports, as one JSON object:
   embedder's frames inside the transcode pass (it decodes every frame anyway); the time spent doing that
   is counted as analysis, the encode and the rest of that pass as transcode.
 - transcode: the one-pass H.264 transcode of every clip, reported separately (frames/s, ratio).
-- end_to_end: the whole pipeline (all eight stages, no Dagster) on the batch: videos/hour,
+- end_to_end: the whole pipeline (all nine stages, no Dagster) on the batch: videos/hour,
   video-hours per hour, clips/hour.
 - memory: peak RSS of shot detection + transcode on a short and a long 1080p60 file (bounded memory:
   the long one should not need more).
@@ -127,6 +127,7 @@ def end_to_end(files: list[Path], cfg: PipelineConfig, tmp: Path) -> dict:
     timed("captions", P.stage_captions, store, catalog, "bench", make_captioner("signals"))
     timed("clip_embeddings", P.stage_clip_embeddings, store, catalog, "bench", make_embedder("visual-signature"))
     timed("deduplicated_clips", P.stage_deduplicated_clips, store, catalog, "bench", cfg)
+    timed("guarded_clips", P.stage_guarded_clips, store, catalog, "bench", P.make_post_guard(cfg))
     shards = timed("webdataset_shards", P.stage_webdataset_shards, store, "bench", cfg)
     wall = time.perf_counter() - t_all
     video_s = sum(probe(f).duration_s for f in files)

@@ -21,11 +21,15 @@ pipi --upgrade pip
 if [ -n "$EXTRAS" ]; then SPEC=".[$EXTRAS]"; else SPEC="."; fi
 echo "installing wfm-platform $SPEC into .venv (log: $LOG)"
 pipi -e "$SPEC"
-# rapidocr-onnxruntime pulls opencv-python, whose cv2 can shadow the contrib build we need
-# (CascadeClassifier, optflow, quality). Keep exactly one cv2: the 4.x contrib headless wheel.
-if .venv/bin/python -m pip show opencv-python >/dev/null 2>&1; then
+# rapidocr-onnxruntime and nudenet pull other OpenCV wheels whose cv2 shadows the contrib build we
+# need (CascadeClassifier, optflow, quality). Keep exactly one cv2: the 4.x contrib headless wheel.
+OTHERS=""
+for d in opencv-python opencv-python-headless opencv-contrib-python; do
+  if .venv/bin/python -m pip show "$d" >/dev/null 2>&1; then OTHERS="$OTHERS $d"; fi
+done
+if [ -n "$OTHERS" ]; then
   CONTRIB=$(.venv/bin/python -m pip show opencv-contrib-python-headless | awk '/^Version/{print $2}')
-  .venv/bin/python -m pip uninstall --quiet -y opencv-python >>"$LOG" 2>&1
+  .venv/bin/python -m pip uninstall --quiet -y $OTHERS >>"$LOG" 2>&1
   pipi --force-reinstall --no-deps "opencv-contrib-python-headless==$CONTRIB"
 fi
 .venv/bin/python -c "import cv2, av, dagster; assert cv2.__version__.startswith('4'), cv2.__version__; assert hasattr(cv2, 'optflow')"

@@ -10,7 +10,7 @@ from wfm_platform.curation.pipeline import read_stage
 from wfm_platform.video import iter_frames, write_mp4
 
 STAGES = ["raw_videos", "clips", "clip_scores", "filtered_clips", "captions", "clip_embeddings",
-          "deduplicated_clips", "webdataset_shards"]
+          "deduplicated_clips", "guarded_clips", "webdataset_shards"]
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,7 @@ def batch(tmp_path_factory, samples_dir):
     # 3.5 s of handheld footage, downscaled to keep the test fast
     write_mp4((img for _, img in iter_frames(samples_dir / "cockatoo.mp4", end=69, size=(640, 360))),
               d / "cockatoo.mp4", fps=20)
+    mf.copy_as(samples_dir / "carphone_pristine.mp4", d / "carphone.mp4")  # a real face, 4 s
     mf.zero_byte(d / "empty.mp4")
     mf.not_a_video(d / "readme.mp4")
     mf.audio_only(d / "tone.m4a")
@@ -76,7 +77,7 @@ def curated(batch, tmp_path_factory):
 def test_every_asset_materialized_with_metadata(curated):
     md = curated["metadata"]
     assert sorted(md) == sorted(STAGES)
-    assert md["raw_videos"]["num_ok"].value == 6 and md["raw_videos"]["num_rejected"].value == 5
+    assert md["raw_videos"]["num_ok"].value == 7 and md["raw_videos"]["num_rejected"].value == 5
     assert "thumbnails" in md["clips"] and md["clips"]["num_clips"].value >= 3
     assert md["webdataset_shards"]["num_samples"].value >= 1
 
@@ -240,3 +241,35 @@ def test_crash_mid_stage_leaves_nothing_half_written(batch, tmp_path, monkeypatc
         monkeypatch.setattr(encode._SegmentWriter, "write", real_write)
         m = P.stage_clips(store, res["catalog"].catalog(), "crashy", res["pipeline_config"].load())
         assert m["num_clips"] >= 3 and not m["failed_videos"]
+
+
+def test_faces_blurred_before_sharding(curated):
+    """carphone has a real face: it is blurred in the clip that goes into the shards."""
+    import cv2
+
+    from wfm_platform.guardrails.faces import DlibHogFaceDetector, HaarFaceDetector
+    from wfm_platform.video import sample_frames
+
+    store = curated["store"]
+    g = read_stage(store, "guarded_clips", "batch-1")
+    assert g["enabled"] and g["clips_with_faces"] >= 1 and not g["errors"]
+    src = {c["clip_id"]: c["source_uri"] for c in read_stage(store, "clips", "batch-1")["clips"]}
+    face_clip = next(c for c in g["clips"] if src[c["clip_id"]].endswith("carphone.mp4"))
+    assert face_clip["faces_blurred"] >= 1
+    assert face_clip["uri"] != face_clip["source_clip_uri"]
+    m = read_stage(store, "webdataset_shards", "batch-1")
+    assert face_clip["clip_id"] in {cid for s in m["shards"] for cid in s["clip_ids"]}
+
+    def faces_found(uri):
+        det = [HaarFaceDetector(), DlibHogFaceDetector()]
+        frames = sample_frames(store.local_path(store.rel(uri)), 0, 60, 6)
+        n = 0
+        for _, img in frames:
+            big = cv2.resize(img, (img.shape[1] * 3, img.shape[0] * 3))  # 176x144: upscale for the detectors
+            n += any(len(d.detect(big)) for d in det)
+        return n
+
+    assert faces_found(face_clip["source_clip_uri"]) >= 3
+    assert faces_found(face_clip["uri"]) == 0
+    log_lines = [k for k in store.list("guardrails/violations")]
+    assert log_lines  # the blur was recorded in the violation log

@@ -16,14 +16,15 @@ def test_definitions_load_with_checks_on_every_asset():
     graph = defs.resolve_asset_graph()
     assets = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert assets == {"raw_videos", "clips", "clip_scores", "filtered_clips", "captions", "clip_embeddings",
-                      "deduplicated_clips", "webdataset_shards"}
+                      "deduplicated_clips", "guarded_clips", "webdataset_shards"}
     checked = {k.asset_key.to_user_string() for k in graph.asset_check_keys}
     assert checked == assets  # every asset has at least one check
     assert defs.resolve_job_def("curation_job") is not None
     assert defs.resolve_sensor_def("upload_sensor") is not None
     # lineage as designed
     deps = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
-    assert deps["webdataset_shards"] == {"deduplicated_clips", "captions"}
+    assert deps["webdataset_shards"] == {"guarded_clips", "captions"}
+    assert deps["guarded_clips"] == {"deduplicated_clips"}
     assert deps["clip_embeddings"] == {"filtered_clips"}
 
 

@@ -40,6 +40,7 @@ def test_pipeline_on_memory_store(tmp_path, samples_dir):
     P.stage_captions(store, catalog, "b1", make_captioner("signals"))
     P.stage_clip_embeddings(store, catalog, "b1", make_embedder("visual-signature"))
     P.stage_deduplicated_clips(store, catalog, "b1", cfg)
+    P.stage_guarded_clips(store, catalog, "b1", P.make_post_guard(cfg))
     manifest = P.stage_webdataset_shards(store, "b1", cfg)
     assert manifest["num_samples"] >= 1
     assert all(s["uri"].startswith("memory://") for s in manifest["shards"])

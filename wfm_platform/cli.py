@@ -45,6 +45,7 @@ STAGES = [
     "captions",
     "clip_embeddings",
     "deduplicated_clips",
+    "guarded_clips",
     "webdataset_shards",
 ]
 
@@ -220,6 +221,7 @@ def summarize(store, partition: str) -> dict:
     filt = read_stage(store, "filtered_clips", partition)
     dd = read_stage(store, "deduplicated_clips", partition)
     sh = read_stage(store, "webdataset_shards", partition)
+    gd = read_stage(store, "guarded_clips", partition)
     failed = {f["source_uri"]: f["reason"] for f in cl["failed_videos"]}
     rejected = [{"path": v["source_uri"], "reason": v["reason"]} for v in raw["videos"] if v["status"] != "ok"]
     rejected += [{"path": u, "reason": r} for u, r in failed.items()]
@@ -235,6 +237,8 @@ def summarize(store, partition: str) -> dict:
         "filter_reasons": filt["reason_counts"],
         "duplicates": dd["num_duplicates"],
         "duplicate_rate": dd["duplicate_rate"],
+        "faces_blurred": gd["faces_blurred"],
+        "rejected_unsafe": gd["num_rejected"],
         "samples": sh["num_samples"],
         "shards": [s["uri"] for s in sh["shards"]],
         "manifest": store.uri(f"webdataset_shards/{partition}/manifest.json"),
@@ -244,7 +248,8 @@ def summarize(store, partition: str) -> dict:
 def _print_summary(s: dict) -> None:
     err.print(
         f"[bold green]batch {s['batch']}[/]: {len(s['processed'])} videos processed, {len(s['rejected'])} rejected; "
-        f"{s['clips']} clips, {s['clips_passed_filters']} passed filters, {s['duplicates']} duplicates; "
+        f"{s['clips']} clips, {s['clips_passed_filters']} passed filters, {s['duplicates']} duplicates, "
+        f"{s['faces_blurred']} faces blurred, {s['rejected_unsafe']} unsafe; "
         f"{s['samples']} samples in {len(s['shards'])} shards"
     )
     for r in s["rejected"]:

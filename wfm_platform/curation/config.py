@@ -42,6 +42,12 @@ class DedupConfig(BaseModel):
     against_catalog: bool = True
 
 
+class GuardConfig(BaseModel):
+    face_blur: bool = Field(True, description="blur every face (tracked) in the clips that go into shards")
+    unsafe_check: bool = Field(True, description="drop clips with an unsafe sampled frame")
+    config: str = Field("guardrails.yaml", description="post-guard settings (its post: section), in configs/")
+
+
 class ShardsConfig(BaseModel):
     max_samples: int = Field(256, gt=0)
     max_bytes: int = Field(1 << 30, gt=0)
@@ -53,6 +59,7 @@ class PipelineConfig(BaseModel):
     captions: CaptionsConfig = CaptionsConfig()
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
     dedup: DedupConfig = DedupConfig()
+    guard: GuardConfig = GuardConfig()
     shards: ShardsConfig = ShardsConfig()
     video_extensions: list[str] = Field(
         default_factory=list,
@@ -76,6 +83,11 @@ class PipelineConfig(BaseModel):
         return cfg
 
     def filters_path(self) -> Path:
-        base = self._dir
-        p = Path(self.filters.config)
-        return p if p.is_absolute() else base / p
+        return self._resolve(self.filters.config)
+
+    def guard_path(self) -> Path:
+        return self._resolve(self.guard.config)
+
+    def _resolve(self, name: str) -> Path:
+        p = Path(name)
+        return p if p.is_absolute() else self._dir / p

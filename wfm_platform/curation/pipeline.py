@@ -6,7 +6,7 @@ its outputs and, last, its own manifest. The Dagster assets and the `wfm curate`
 these functions; nothing here knows about Dagster.
 
 Stage order (asset names): raw_videos -> clips -> clip_scores -> filtered_clips -> captions,
-clip_embeddings -> deduplicated_clips -> webdataset_shards.
+clip_embeddings -> deduplicated_clips -> guarded_clips (face blur, unsafe check) -> webdataset_shards.
 """
 
 from __future__ import annotations
@@ -561,21 +561,122 @@ def stage_deduplicated_clips(store: ObjectStore, catalog, partition: str, cfg: P
 
 
 # --------------------------------------------------------------------------------------------
+# guarded_clips
+# --------------------------------------------------------------------------------------------
+def make_post_guard(cfg: PipelineConfig):
+    """The post-guard for curation, or None when both face blur and the unsafe check are off."""
+    if not (cfg.guard.face_blur or cfg.guard.unsafe_check):
+        return None
+    from ..guardrails.postguard import PostGuard, PostGuardConfig
+
+    path = cfg.guard_path()
+    pcfg = PostGuardConfig.from_yaml(path) if path.exists() else PostGuardConfig()
+    pcfg.faces.enabled = cfg.guard.face_blur
+    pcfg.unsafe.enabled = cfg.guard.unsafe_check
+    return PostGuard(pcfg)
+
+
+def _guard_signature(guard) -> str:
+    import hashlib
+
+    if guard is None:
+        return "disabled"
+    return hashlib.sha256(guard.cfg.model_dump_json().encode()).hexdigest()[:16]
+
+
+def stage_guarded_clips(
+    store: ObjectStore, catalog, partition: str, guard, progress: Progress | None = None
+) -> dict:
+    """Face blur + unsafe check on every kept clip; blocks and blurs go to the violation log.
+
+    guard=None (disabled by configuration) passes the clips through unchanged and says so.
+    """
+    import json
+    import tempfile
+
+    from ..guardrails.violations import ViolationLog
+
+    passed = {c["clip_id"]: c for c in read_stage(store, "filtered_clips", partition)["passed"]}
+    kept = read_stage(store, "deduplicated_clips", partition)["kept"]
+    vlog = ViolationLog(store)
+    clips, rejected, errors = [], [], []
+    # A rerun with the same guard settings reuses what it already guarded (cheap, and identical bytes:
+    # OpenCV's threaded face detection is not bit-reproducible, so re-guarding could change pixels).
+    signature = _guard_signature(guard)
+    previous = {}
+    if store.exists(manifest_rel("guarded_clips", partition)):
+        old = store.read_json(manifest_rel("guarded_clips", partition))
+        if old.get("signature") == signature:
+            previous = {c["clip_id"]: c for c in old["clips"] if c.get("guarded") and store.exists(store.rel(c["uri"]))}
+    if guard is None:
+        log.warning("guarded_clips %s: face blur and unsafe check disabled by configuration", partition)
+    for i, cid in enumerate(kept):
+        c = passed[cid]
+        if guard is None:
+            clips.append({"clip_id": cid, "uri": c["uri"], "source_clip_uri": c["uri"], "guarded": False,
+                          "faces_blurred": None})
+            continue
+        rel = f"guarded_clips/{partition}/{cid}.mp4"
+        if cid in previous and previous[cid]["source_clip_uri"] == c["uri"]:
+            clips.append(previous[cid])
+            continue
+        try:
+            with store.local_copy(store.rel(c["uri"])) as src, tempfile.TemporaryDirectory() as tmp:
+                out, verdict = guard.apply(src, Path(tmp) / f"{cid}.mp4")
+                faces = int(verdict.scores.get("faces", 0))
+                if verdict.allowed:
+                    store.put_file(out, rel)
+            if not verdict.allowed or faces:
+                vlog.record(cid, verdict, source="curation")
+            row = {"clip_id": cid, "source_clip_uri": c["uri"], "faces_blurred": faces,
+                   "reasons": verdict.reasons, "scores": verdict.scores}
+            if verdict.allowed:
+                clips.append({**row, "uri": store.uri(rel), "guarded": True})
+            else:
+                rejected.append(row)
+        except Exception as e:  # fail closed: a clip the guard could not check stays out of the shards
+            errors.append({"clip_id": cid, "reason": _reason(e)})
+            log.warning("guarded_clips %s: %s", cid, _reason(e))
+        _tick(progress, i + 1, len(kept))
+    if catalog is not None and (rejected or errors):
+        catalog.upsert_clips(
+            [{"clip_id": r["clip_id"], "status": "rejected", "reasons": json.dumps(r["reasons"])} for r in rejected]
+            + [{"clip_id": e["clip_id"], "status": "rejected", "reasons": json.dumps([e["reason"]])} for e in errors]
+        )
+    manifest = {
+        "asset": "guarded_clips",
+        "partition": partition,
+        "created_at": now(),
+        "enabled": guard is not None,
+        "signature": signature,
+        "clips": clips,
+        "rejected": rejected,
+        "errors": errors,
+        "num_clips": len(clips),
+        "num_rejected": len(rejected),
+        "faces_blurred": sum(c.get("faces_blurred") or 0 for c in clips),
+        "clips_with_faces": sum(1 for c in clips if c.get("faces_blurred")),
+    }
+    store.write_json(manifest_rel("guarded_clips", partition), manifest)
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
 # webdataset_shards
 # --------------------------------------------------------------------------------------------
 def stage_webdataset_shards(store: ObjectStore, partition: str, cfg: PipelineConfig) -> dict:
     from .shards import ShardSample, bucket_of, write_shards
 
     passed = {c["clip_id"]: c for c in read_stage(store, "filtered_clips", partition)["passed"]}
-    kept = read_stage(store, "deduplicated_clips", partition)["kept"]
+    guarded = {c["clip_id"]: c for c in read_stage(store, "guarded_clips", partition)["clips"]}
     caps = read_stage(store, "captions", partition)["captions"]
     scores = read_stage(store, "clip_scores", partition)["scores"]
-    members = [cid for cid in kept if cid in caps]
+    members = [cid for cid in guarded if cid in caps]
     with contextlib.ExitStack() as stack:
         samples = []
         for cid in members:
             c = passed[cid]
-            local = stack.enter_context(store.local_copy(store.rel(c["uri"])))
+            local = stack.enter_context(store.local_copy(store.rel(guarded[cid]["uri"])))
             bucket = bucket_of(int(c["width"]), int(c["height"]), float(c["duration_s"]))
             meta = {
                 k: c[k]
@@ -586,6 +687,7 @@ def stage_webdataset_shards(store: ObjectStore, partition: str, cfg: PipelineCon
                 partition=partition,
                 bucket=bucket.key,
                 captioner=caps[cid]["captioner"],
+                faces_blurred=guarded[cid].get("faces_blurred"),
                 scores={k: v for k, v in scores.get(cid, {}).items() if not isinstance(v, (list, dict))},
             )
             samples.append(ShardSample(clip_id=cid, mp4_path=str(local), metadata=meta, caption=caps[cid]["text"]))
