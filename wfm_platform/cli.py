@@ -32,7 +32,11 @@ err = Console(stderr=True)
 def _mount_subcommands() -> None:
     from .guardrails.cli import guard_app
 
+    from .tokenizer.cli import tokenize_app, tokenizer_app
+
     app.add_typer(guard_app, name="guard", help="Guardrails: check prompts (pre-guard) and videos (post-guard).")
+    app.add_typer(tokenizer_app, name="tokenizer", help="Train and evaluate causal video tokenizers.")
+    app.add_typer(tokenize_app, name="tokenize", help="Encode videos to latents/tokens and decode them back.")
 
 
 _mount_subcommands()

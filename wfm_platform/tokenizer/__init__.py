@@ -10,19 +10,26 @@
 No Dagster here; training lives elsewhere (forward() returns reconstruction + latent/indices + aux).
 """
 
-from .jit import JitTokenizer, export_torchscript, load_jit_tokenizer
-from .metrics import psnr, ssim, ssim_frame, video_metrics
-from .model import (
-    FSQ,
-    TokenizerAPI,
-    TokenizerInputError,
-    TokenizerOutput,
-    VideoTokenizer,
-    frames_to_tensor,
-    tensor_to_frames,
-)
-from .registry import NAMES, TokenizerConfig, available_names, build_tokenizer, load_config
-from .tiling import decode_tiled, encode_tiled, iter_decode_tiled
+import importlib
+
+# Lazy exports (PEP 562): `import wfm_platform.tokenizer.cli` (mounted in `wfm --help`) must not pay
+# for importing torch; the first attribute access loads the module that defines it.
+_EXPORTS = {
+    "JitTokenizer": "jit", "export_torchscript": "jit", "load_jit_tokenizer": "jit",
+    "psnr": "metrics", "ssim": "metrics", "ssim_frame": "metrics", "video_metrics": "metrics",
+    "FSQ": "model", "TokenizerAPI": "model", "TokenizerInputError": "model", "TokenizerOutput": "model",
+    "VideoTokenizer": "model", "frames_to_tensor": "model", "tensor_to_frames": "model",
+    "NAMES": "registry", "TokenizerConfig": "registry", "available_names": "registry",
+    "build_tokenizer": "registry", "load_config": "registry",
+    "decode_tiled": "tiling", "encode_tiled": "tiling", "iter_decode_tiled": "tiling",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FSQ",

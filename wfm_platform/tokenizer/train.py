@@ -1,0 +1,444 @@
+"""Train, fine-tune and evaluate the video tokenizer.
+
+    cfg = load_train_config("configs/tokenizer/train_tiny.yaml", steps=200)
+    result = train(cfg, "data/webdataset_shards/b1/manifest.json", "runs/tok1")      # one process
+    torchrun --nproc_per_node 2 -m wfm_platform.tokenizer.train --config ... --shards ... --out ...  # DDP
+    tok = load_checkpoint("runs/tok1"); evaluate_videos(tok, ["a.mp4"])                # TokenBench metrics
+
+Loss: L1 + SSIM (+ optical-flow consistency, + pluggable perceptual losses), see losses.py. AdamW with a
+linear warm-up, gradient clipping, bf16 autocast on GPU. DDP: NCCL on GPU, Gloo on CPU; rank 0 writes.
+
+A run folder holds:
+    checkpoint.pt      model, optimizer, step, data position, RNG states, train + tokenizer config
+                       (written to a temp name, then renamed: a crash never leaves half a checkpoint)
+    train_config.yaml  the resolved training config
+    loss.jsonl         one JSON line per logged step: {"step", "loss", "l1", "ssim", ..., "lr", "time"}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from pydantic import BaseModel, Field, field_validator
+
+from .data import ClipStream, ClipStreamConfig, batches
+from .losses import LossConfig, TokenizerLoss
+from .metrics import video_metrics
+from .model import TokenizerAPI, VideoTokenizer, frames_to_tensor, tensor_to_frames
+from .registry import TokenizerConfig, build_tokenizer
+from .tiling import decode_tiled, encode_tiled
+
+log = logging.getLogger(__name__)
+
+CKPT_NAME = "checkpoint.pt"
+LOG_NAME = "loss.jsonl"
+CONFIG_NAME = "train_config.yaml"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+class TrainConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    tokenizer: str = Field("cv4x8x8", description="a name from configs/tokenizer/")
+    preset: str = Field("tiny", description="width preset (configs/tokenizer/presets.yaml)")
+    model: dict = Field(default_factory=dict, description="TokenizerConfig overrides, e.g. {channels: 8}")
+    num_frames: int = Field(9, ge=1, description="frames per training window: 1 + t*n")
+    crop: tuple[int, int] = Field((64, 64), description="(height, width) of the training crop")
+    resize_short: int | None = Field(None, description="resize the short side to this before cropping")
+    random_crop: bool = True
+    batch_size: int = Field(2, ge=1, description="per process")
+    steps: int = Field(1000, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="0: no clipping")
+    loss: LossConfig = Field(default_factory=LossConfig)
+    seed: int = 0
+    log_every: int = Field(1, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+    threads: int | None = Field(None, description="torch CPU threads per process (None: torch default)")
+
+    @field_validator("crop")
+    @classmethod
+    def _crop(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 8:
+            raise ValueError(f"crop {v} too small (>= 8 pixels per side)")
+        return v
+
+
+def load_train_config(path: str | os.PathLike | None = None, **overrides) -> TrainConfig:
+    """TrainConfig from YAML (None: defaults) with keyword overrides (None values ignored)."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"training config {p} does not exist (see configs/tokenizer/train_tiny.yaml)")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{p}: expected a mapping at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.model_validate(data)
+
+
+# ---------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    initialized_here: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """Join the process group torchrun describes (WORLD_SIZE > 1), or use one already initialised.
+
+    NCCL when CUDA is available, Gloo otherwise. A single process needs no process group."""
+    cuda = torch.cuda.is_available()
+    here = False
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
+        here = True
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if cuda:
+        torch.cuda.set_device(local % torch.cuda.device_count())
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    return Dist(rank, world, local, device, here)
+
+
+def _all_reduce(v: torch.Tensor, d: Dist, op=None) -> torch.Tensor:
+    if d.world_size > 1:
+        v = v.clone()
+        dist.all_reduce(v, op=op or dist.ReduceOp.SUM)
+    return v
+
+
+# ---------------------------------------------------------------- checkpoints
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # atomic on one filesystem: readers see the old or the new file, never half
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    return p / CKPT_NAME if p.is_dir() else p
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    p = checkpoint_path(path)
+    if not p.exists():
+        raise CheckpointError(f"no checkpoint at {p} (expected a run folder with {CKPT_NAME}, or the .pt file)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for corrupt files
+        raise CheckpointError(f"{p} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "tokenizer_config" not in ckpt:
+        raise CheckpointError(f"{p} is not a wfm tokenizer checkpoint (no model / tokenizer_config)")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoTokenizer:
+    """Our trained tokenizer (eval mode) from a run folder or checkpoint file."""
+    ckpt = read_checkpoint(path)
+    model = VideoTokenizer(TokenizerConfig.model_validate(ckpt["tokenizer_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
+def load_tokenizer(checkpoint: str | os.PathLike | None = None, name: str | None = None, preset: str = "default",
+                   device: str | torch.device = "cpu", seed: int = 0) -> TokenizerAPI:
+    """What the CLI decodes/encodes with: a TorchScript folder (encoder.jit/decoder.jit), one of our
+    checkpoints, or (no checkpoint) a freshly initialised `name` with a fixed seed, which is only good
+    for testing the pipeline: its weights are random."""
+    if checkpoint is not None:
+        p = Path(checkpoint)
+        if not p.exists():
+            raise CheckpointError(f"checkpoint {p} does not exist")
+        if p.is_dir() and ((p / "encoder.jit").exists() or (p / "decoder.jit").exists()):
+            from .jit import load_jit_tokenizer
+
+            return load_jit_tokenizer(p, device=device)
+        return load_checkpoint(p, device)
+    if name is None:
+        raise ValueError("give a tokenizer name or a checkpoint")
+    log.warning("no checkpoint: %s/%s has random weights (seed %d); use it to test the pipeline only",
+                name, preset, seed)
+    torch.manual_seed(seed)
+    return build_tokenizer(name, preset=preset).to(device).eval()
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _load_weights(model: VideoTokenizer, state: dict, source: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source} does not fit {model.config.name}/{model.config.preset} "
+                              f"(different architecture?): {str(e)[:300]}") from e
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines past `step` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    losses: list[float]  # this run's per-step total loss (rank 0's view: mean over ranks)
+    steps_per_s: float
+    checkpoint: Path
+    model: VideoTokenizer | None = None  # the trained module (unwrapped from DDP), still in train mode
+
+
+def train(cfg: TrainConfig, shards, out_dir: str | os.PathLike, *, steps: int | None = None,
+          init: str | os.PathLike | None = None, resume: bool = False, store=None,
+          on_step: Callable[[int, int, dict], None] | None = None) -> TrainResult:
+    """Train until `steps` (total, counting resumed ones; default cfg.steps). Returns on every rank.
+
+    shards: manifest.json path/URI, a manifest dict, shard URL(s). init: weights to fine-tune from
+    (checkpoint folder/file; optimizer starts fresh). resume: continue out_dir's checkpoint exactly.
+    """
+    d = setup_distributed()
+    try:
+        return _train(cfg, shards, Path(out_dir), d, steps or cfg.steps, init, resume, store, on_step)
+    finally:
+        if d.initialized_here:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resume: bool, store,
+           on_step) -> TrainResult:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ckpt_file = out / CKPT_NAME
+    if ckpt_file.exists() and not resume and init is None:
+        raise CheckpointError(f"{ckpt_file} exists: pass --resume to continue it, or choose another --out")
+    if resume and not ckpt_file.exists():
+        raise CheckpointError(f"--resume: no checkpoint at {ckpt_file}")
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
+    model = build_tokenizer(cfg.tokenizer, preset=cfg.preset, **cfg.model)
+    t = model.temporal_compression
+    if t > 1 and (cfg.num_frames - 1) % t:
+        raise ValueError(f"num_frames={cfg.num_frames} must be 1 + {t}*n for {cfg.tokenizer} "
+                         f"(e.g. {1 + t}, {1 + 2 * t}); padded frames would be trained on")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    step, data_pos = 0, 0
+    if resume:
+        ckpt = read_checkpoint(ckpt_file)
+        if ckpt["tokenizer_config"] != model.config.model_dump():
+            raise CheckpointError(f"{ckpt_file} was trained with a different tokenizer config; "
+                                  "resume with the same --config")
+        _load_weights(model, ckpt["model"], str(ckpt_file))
+        opt.load_state_dict(ckpt["optimizer"])
+        step, data_pos = int(ckpt["step"]), int(ckpt["data_position"])
+        _set_rng_state(ckpt["rng"])
+        log.info("resumed %s at step %d", ckpt_file, step)
+    elif init is not None:
+        ck = read_checkpoint(init)
+        _load_weights(model, ck["model"], str(init))
+        log.info("fine-tuning from %s (step %s there)", init, ck.get("step"))
+    model.to(d.device)
+    for st in opt.state.values():  # optimizer state follows the model onto the GPU
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                st[k] = v.to(d.device)
+
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_NAME).write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+        if resume:
+            _trim_log(out / LOG_NAME, step)
+        elif not ckpt_file.exists():
+            (out / LOG_NAME).write_text("")
+    ddp_model: torch.nn.Module = model
+    if d.world_size > 1:
+        ids = [d.device.index] if d.device.type == "cuda" else None
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    loss_fn = TokenizerLoss(cfg.loss).to(d.device)
+    stream = ClipStream(shards, ClipStreamConfig(num_frames=cfg.num_frames, size=tuple(cfg.crop),
+                                                 resize_short=cfg.resize_short, random_crop=cfg.random_crop,
+                                                 flow=loss_fn.needs_flow, seed=cfg.seed),
+                        store=store, rank=d.rank, world_size=d.world_size, skip=data_pos)
+    use_bf16 = cfg.bf16 and d.device.type == "cuda"
+    losses: list[float] = []
+    last_index = data_pos - 1
+    t0, start_step = time.perf_counter(), step
+
+    def save() -> None:
+        pos = _all_reduce(torch.tensor(last_index + 1, device=d.device), d, dist.ReduceOp.MAX)
+        if d.main:
+            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                          "data_position": int(pos), "rng": _rng_state(),
+                          "train_config": json.loads(cfg.model_dump_json()),
+                          "tokenizer_config": model.config.model_dump()}, ckpt_file)
+            log.info("checkpoint at step %d -> %s", step, ckpt_file)
+
+    model.train()
+    if step < total:
+        for batch in batches(stream, cfg.batch_size):
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = batch["video"].to(d.device, non_blocking=True)
+            flow = batch["flow"].to(d.device) if batch["flow"] is not None else None
+            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out_ = ddp_model(x)
+            loss, parts = loss_fn(out_.reconstruction.float(), x, flow, out_.aux)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {float(loss)} at step {step + 1}; lower lr or check data")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            opt.step()
+            step += 1
+            last_index = batch["last_index"]
+            mean_loss = float(_all_reduce(loss.detach(), d)) / d.world_size
+            losses.append(mean_loss)
+            if d.main and (step % cfg.log_every == 0 or step == total):
+                rec = {"step": step, "loss": mean_loss, **parts, "lr": lr, "time": time.time()}
+                with open(out / LOG_NAME, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            if on_step is not None and d.main:
+                on_step(step, total, {"loss": mean_loss, **parts})
+            if step % cfg.checkpoint_every == 0 or step >= total:
+                save()
+            if step >= total:
+                break
+    if step < total:
+        raise RuntimeError(f"data stream ended at step {step} of {total}")
+    elapsed = time.perf_counter() - t0
+    sps = (step - start_step) / elapsed if elapsed > 0 and step > start_step else 0.0
+    if d.main:
+        log.info("trained to step %d (%.3f steps/s)", step, sps)
+    return TrainResult(out, step, losses, sps, ckpt_file, model)
+
+
+def read_loss_log(out_dir: str | os.PathLike) -> list[dict]:
+    p = Path(out_dir) / LOG_NAME
+    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.exists() else []
+
+
+# ---------------------------------------------------------------- evaluation (TokenBench rules)
+def read_video(path: str | os.PathLike, num_frames: int | None = None, max_side: int | None = None) -> tuple[np.ndarray, float]:
+    """uint8 frames [T,H,W,3] (first num_frames; resized so the long side <= max_side) and the fps."""
+    from ..video import VideoError, fit_size, iter_frames, probe
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"video {p} does not exist")
+    info = probe(p)
+    size = fit_size(info.width, info.height, max_side) if max_side and max(info.width, info.height) > max_side else None
+    end = None if num_frames is None else num_frames - 1
+    frames = [f for _, f in iter_frames(p, end=end, size=size)]
+    if not frames:
+        raise VideoError("no decodable frames", p)
+    if num_frames is not None and len(frames) < num_frames:
+        raise VideoError(f"too short: {len(frames)} frames, {num_frames} asked for (lower --frames)", p)
+    return np.stack(frames), info.fps
+
+
+@torch.no_grad()
+def reconstruct_frames(tok: TokenizerAPI, frames: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    """uint8 [T,H,W,3] -> reconstructed uint8 frames (tiled: bounded memory at any size)."""
+    x = frames_to_tensor(frames).to(device)
+    z = encode_tiled(tok, x)
+    y = decode_tiled(tok, z, num_frames=x.shape[2], size=(x.shape[-2], x.shape[-1]))
+    return tensor_to_frames(y)[0]
+
+
+def evaluate_videos(tok: TokenizerAPI, videos: Sequence[str | os.PathLike], *, num_frames: int | None = None,
+                    max_side: int | None = None, device: str | torch.device = "cpu") -> dict:
+    """{"overall": {"psnr", "ssim"}, "videos": {path: {"psnr", "ssim", "frames"}}}.
+
+    As TokenBench: per video, PSNR from one MSE over the whole clip and SSIM averaged over frames,
+    on uint8 frames; overall = mean over videos."""
+    if not videos:
+        raise ValueError("no videos to evaluate")
+    per: dict[str, dict] = {}
+    for v in videos:
+        frames, _ = read_video(v, num_frames, max_side)
+        rec = reconstruct_frames(tok, frames, device)
+        m = video_metrics(frames, rec)
+        per[str(v)] = {"psnr": m["psnr"], "ssim": m["ssim"], "frames": int(frames.shape[0])}
+        log.info("%s: PSNR %.2f dB, SSIM %.4f", v, m["psnr"], m["ssim"])
+    finite = [m["psnr"] for m in per.values() if math.isfinite(m["psnr"])]
+    overall = {"psnr": float(np.mean(finite)) if finite else math.inf,
+               "ssim": float(np.mean([m["ssim"] for m in per.values()]))}
+    return {"overall": overall, "videos": per}
+
+
+# ---------------------------------------------------------------- torchrun entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m wfm_platform.tokenizer.train",
+                                 description="Train the video tokenizer (torchrun-compatible).")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--shards", required=True, nargs="+", help="manifest.json or shard URLs")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--init")
+    ap.add_argument("--resume", action="store_true")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_train_config(a.config)
+    shards = a.shards[0] if len(a.shards) == 1 else a.shards
+    r = train(cfg, shards, a.out, steps=a.steps, init=a.init, resume=a.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"step": r.step, "steps_per_s": r.steps_per_s, "checkpoint": str(r.checkpoint),
+                          "first_loss": r.losses[0] if r.losses else None,
+                          "last_loss": r.losses[-1] if r.losses else None}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
