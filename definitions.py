@@ -10,12 +10,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dagster as dg  # noqa: E402
 
 from assets.curation import CURATION_ASSETS  # noqa: E402
+from assets.tokenizer import TOKENIZER_ASSETS  # noqa: E402
 from jobs.curation import curation_job  # noqa: E402
 from resources import default_resources  # noqa: E402
 from sensors.uploads import upload_sensor  # noqa: E402
 
 defs = dg.Definitions(
-    assets=CURATION_ASSETS,
+    assets=CURATION_ASSETS + TOKENIZER_ASSETS,
     jobs=[curation_job],
     sensors=[upload_sensor],
     resources=default_resources(),

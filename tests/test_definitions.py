@@ -16,7 +16,8 @@ def test_definitions_load_with_checks_on_every_asset():
     graph = defs.resolve_asset_graph()
     assets = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert assets == {"raw_videos", "clips", "clip_scores", "filtered_clips", "captions", "clip_embeddings",
-                      "deduplicated_clips", "guarded_clips", "webdataset_shards"}
+                      "deduplicated_clips", "guarded_clips", "webdataset_shards",
+                      "tokenizer_checkpoint", "video_tokens"}
     checked = {k.asset_key.to_user_string() for k in graph.asset_check_keys}
     assert checked == assets  # every asset has at least one check
     assert defs.resolve_job_def("curation_job") is not None

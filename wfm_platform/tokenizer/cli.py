@@ -14,12 +14,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-
-if TYPE_CHECKING:  # torch is imported inside the commands: `wfm --help` stays fast
-    import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -30,6 +27,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from .tokens import load_tokens, save_tokens
+
+# torch is imported inside the commands: `wfm --help` stays fast
 
 log = logging.getLogger(__name__)
 err = Console(stderr=True)
@@ -122,46 +123,6 @@ def eval_cmd(
 
 
 # ---------------------------------------------------------------- wfm tokenize encode / decode / roundtrip
-def _save_tokens(path: Path, tokens: torch.Tensor, meta: dict) -> None:
-    import numpy as np
-    import torch
-
-    from ..storage.atomic import atomic_path
-
-    key = "indices" if meta["kind"] == "dv" else "latent"
-    # CV latents as float16 halves the file; they are decoded in float32 again
-    arr = tokens.cpu().to(torch.int32 if key == "indices" else torch.float16)
-    with atomic_path(path) as tmp:
-        if path.suffix == ".pt":
-            torch.save({key: arr, "meta": meta}, tmp)
-        else:
-            with open(tmp, "wb") as f:  # np.savez appends .npz to bare names; a file object keeps tmp's name
-                np.savez(f, **{key: arr.numpy(), "meta": np.array(json.dumps(meta))})
-
-
-def load_tokens(path: Path) -> tuple[torch.Tensor, dict]:
-    """(latent or indices, metadata) from a token file written by `wfm tokenize encode`."""
-    import numpy as np
-    import torch
-    if not path.exists():
-        raise FileNotFoundError(f"token file {path} does not exist")
-    try:
-        if path.suffix == ".pt":
-            d = torch.load(path, map_location="cpu", weights_only=True)
-            meta = d["meta"]
-            arr = d.get("indices", d.get("latent"))
-        else:
-            with np.load(path, allow_pickle=False) as d:
-                meta = json.loads(str(d["meta"]))
-                arr = torch.from_numpy(d["indices"] if "indices" in d else d["latent"])
-    except (KeyError, ValueError, OSError, RuntimeError) as e:
-        raise ValueError(f"{path} is not a token file written by `wfm tokenize encode` ({e})") from e
-    if arr is None:
-        raise ValueError(f"{path} holds neither 'latent' nor 'indices'")
-    tokens = arr.long() if meta["kind"] == "dv" else arr.float()
-    return tokens, meta
-
-
 def _tokenizer(name: str | None, checkpoint: Path | None, preset: str, seed: int = 0):
     from .registry import load_config
     from .train import load_tokenizer
@@ -210,7 +171,7 @@ def encode_cmd(
             "kind": tok.kind, "checkpoint": str(checkpoint.resolve()) if checkpoint else "", "seed": 0,
             "num_frames": int(arr.shape[0]), "height": int(arr.shape[1]), "width": int(arr.shape[2]),
             "fps": float(fps), "source": str(video), "shape": list(z.shape)}
-    _save_tokens(out, z, meta)
+    save_tokens(out, z, meta)
     if as_json:
         typer.echo(json.dumps({"out": str(out), **meta}))
     else:
