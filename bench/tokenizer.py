@@ -2,7 +2,8 @@
 
 Speed: ms per frame for tiled encode and decode at 720p and 1080p, for the default (Cosmos-sized)
 architecture and the tiny preset, on real frames (cockatoo.mp4, resized). CPU: fp32, each measurement in
-its own subprocess so its peak RSS (ru_maxrss) is its own. CUDA: bf16 autocast, peak from
+its own subprocess, peak RSS read from /proc/self/status VmHWM (ru_maxrss would include the parent's
+peak: it survives exec). CUDA: bf16 autocast, peak from
 torch.cuda.max_memory_allocated. Every row names its device.
 Quality: TokenBench PSNR/SSIM of the naive baseline (area downsample to the latent grid, trilinear
 upsample back) per compression on a real clip; trained tokenizers get compared against it later.
@@ -98,8 +99,16 @@ def measure(name: str, preset: str, res: str, frames: int, device: str) -> dict:
     if device == "cuda":
         row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     else:
-        row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
+        row["peak_rss_mib"] = round(_vm_hwm_kib() / 1024)
     return row
+
+
+def _vm_hwm_kib() -> int:
+    """This process's peak resident set (KiB); unlike ru_maxrss it starts afresh at exec."""
+    try:
+        return next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def naive_baseline(frames: int = 33, size=(640, 360)) -> list[dict]:
@@ -130,7 +139,7 @@ def main() -> None:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # name:preset:res:frames (subprocess)
     args = ap.parse_args()
 
-    if args.one:  # a single CPU measurement in a fresh process, so ru_maxrss is its own peak
+    if args.one:  # a single CPU measurement in a fresh process, so the peak is its own
         name, preset, res, frames = args.one.split(":")
         print(json.dumps(measure(name, preset, res, int(frames), "cpu")))
         return
