@@ -6,6 +6,7 @@ video_tokens [upload batch x tokenizer]    latents (CV) or FSQ indices (DV) of e
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +20,9 @@ from wfm_platform.tokenizer.registry import NAMES
 tokenizer_names = dg.StaticPartitionsDefinition(list(NAMES))
 batch_x_tokenizer = dg.MultiPartitionsDefinition({"batch": upload_batches, "tokenizer": tokenizer_names})
 GROUP = "tokenizer"
+# Multi-dimension partition mappings are marked beta in Dagster 1.13; they are what a batch x tokenizer
+# partition needs, and the warning would be printed on every `wfm` run.
+warnings.filterwarnings("ignore", message=".*MultiToSingleDimensionPartitionMapping.*")
 
 
 def _shard_manifests(store, batches: list[str]) -> list[dict]:
