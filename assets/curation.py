@@ -113,7 +113,7 @@ def clips(
 ) -> dg.MaterializeResult:
     store, partition = storage.store(), context.partition_key
     m = P.stage_clips(store, catalog.catalog(), partition, pipeline_config.load(), _progress(context, "videos split"))
-    broken = [c["clip_id"] for c in m["clips"] if not P._clip_complete(store, store.rel(c["uri"]), c["num_frames"])]
+    broken = [c["clip_id"] for c in m["clips"] if not P.clip_complete(store, store.rel(c["uri"]), c["num_frames"])]
     thumbs = []
     for c in m["clips"][:12]:
         rel = store.rel(c["thumbnail_uri"])
@@ -147,12 +147,9 @@ def clips(
 
 
 def _thumb_strip_md(jpegs: list[bytes]) -> str:
-    import cv2
+    from wfm_platform.video.thumbs import jpeg_grid
 
-    from wfm_platform.video.thumbs import grid, jpeg_bytes
-
-    imgs = [cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for b in jpegs]
-    return report.image_md(jpeg_bytes(grid(imgs, cols=4, height=90)), alt="clip thumbnails")
+    return report.image_md(jpeg_grid(jpegs, cols=4, height=90), alt="clip thumbnails")
 
 
 # --------------------------------------------------------------------------------------------

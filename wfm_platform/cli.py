@@ -41,17 +41,6 @@ def _mount_subcommands() -> None:
 
 _mount_subcommands()
 
-STAGES = [
-    "raw_videos",
-    "clips",
-    "clip_scores",
-    "filtered_clips",
-    "captions",
-    "clip_embeddings",
-    "deduplicated_clips",
-    "guarded_clips",
-    "webdataset_shards",
-]
 
 
 def _progress() -> Progress:
@@ -139,114 +128,29 @@ def shots(
 
 
 # --------------------------------------------------------------------------------------------
-def _dagster_home() -> Path:
-    """DAGSTER_HOME (default <repo>/.dagster_home), created with a dagster.yaml if it has none:
-    SQLite storage, telemetry off (many of our machines are offline)."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text("telemetry:\n  enabled: false\n")
-    return home
+def _local_runs():
+    """The Dagster layer's in-process runner (jobs/local_runs.py at the repo root). Imported lazily:
+    the library never imports Dagster, and commands that don't run the graph stay fast."""
+    import importlib
 
-
-def _instance():
-    """The Dagster instance under DAGSTER_HOME, the one `wfm ui` shows."""
-    import dagster as dg
-
-    _dagster_home()
-    return dg.DagsterInstance.get()
-
-
-def _definitions():
     sys.path.insert(0, str(REPO_ROOT))
-    import definitions  # noqa: F401  (repo-root module: the Dagster code location)
-    from assets.curation import CURATION_ASSETS, upload_batches
-
-    return CURATION_ASSETS, upload_batches
+    return importlib.import_module("jobs.local_runs")
 
 
-def _resources(out: str | None, catalog: str | None, config: Path | None) -> dict:
-    sys.path.insert(0, str(REPO_ROOT))
-    from resources import CatalogResource, PipelineConfigResource, StorageResource, default_resources
+def run_batch(partition: str, source_uri: str, resources: dict) -> dict:
+    """Curate one batch in this process with a progress bar over the stages; returns its summary."""
+    from .curation.pipeline import batch_summary
 
-    res = default_resources()
-    if out:
-        res["storage"] = StorageResource(root_uri=out, uploads_uri=os.environ.get("WFM_UPLOADS_URI", ""))
-        default_catalog = f"{out.rstrip('/')}/catalog" if "://" in out else str(Path(out) / "catalog")
-        res["catalog"] = CatalogResource(uri=catalog or os.environ.get("WFM_CATALOG_URI") or default_catalog)
-    elif catalog:
-        res["catalog"] = CatalogResource(uri=catalog)
-    if config:
-        res["pipeline_config"] = PipelineConfigResource(path=str(config.resolve()))
-    return res
-
-
-def run_batch(partition: str, source_uri: str, resources: dict, *, quiet: bool = False) -> dict:
-    """Materialize the curation graph for one batch in this process, stage by stage, recording real
-    materializations in the Dagster instance. Returns the summary dict."""
-    import dagster as dg
-
-    assets, batches = _definitions()
-    instance = _instance()
-    instance.add_dynamic_partitions(batches.name, [partition])
-    quiet_logs = {"loggers": {"console": {"config": {"log_level": os.environ.get("WFM_DAGSTER_LOG_LEVEL", "WARNING")}}}}
-    run_config = {"ops": {"raw_videos": {"config": {"source_uri": source_uri}}}}
+    runner = _local_runs()
     with _progress() as prog:
-        task = prog.add_task(f"curating {partition}", total=len(STAGES))
-        for stage in STAGES:
-            prog.update(task, description=f"{partition}: {stage}")
-            result = dg.materialize(
-                assets,
-                selection=[stage],
-                partition_key=partition,
-                resources=resources,
-                instance=instance,
-                run_config={**quiet_logs, **(run_config if stage == "raw_videos" else {})},
-                tags={"wfm/batch": partition, "wfm/launched_by": "wfm-cli"},
-                raise_on_error=False,
-            )
-            if not result.success:
-                failures = [
-                    e.message or e.event_type_value
-                    for e in result.all_events
-                    if e.is_failure or e.event_type_value == "STEP_FAILURE"
-                ]
-                raise RuntimeError(f"stage {stage} failed for batch {partition}: {' | '.join(failures)[:2000]}")
-            prog.advance(task)
-    return summarize(resources["storage"].store(), partition)
+        task = prog.add_task(f"curating {partition}", total=len(runner.STAGES))
 
+        def on_stage(stage: str, i: int) -> None:
+            prog.update(task, completed=i, description=f"{partition}: {stage}")
 
-def summarize(store, partition: str) -> dict:
-    from .curation.pipeline import read_stage
-
-    raw = read_stage(store, "raw_videos", partition)
-    cl = read_stage(store, "clips", partition)
-    filt = read_stage(store, "filtered_clips", partition)
-    dd = read_stage(store, "deduplicated_clips", partition)
-    sh = read_stage(store, "webdataset_shards", partition)
-    gd = read_stage(store, "guarded_clips", partition)
-    failed = {f["source_uri"]: f["reason"] for f in cl["failed_videos"]}
-    rejected = [{"path": v["source_uri"], "reason": v["reason"]} for v in raw["videos"] if v["status"] != "ok"]
-    rejected += [{"path": u, "reason": r} for u, r in failed.items()]
-    processed = [v["source_uri"] for v in raw["videos"] if v["status"] == "ok" and v["source_uri"] not in failed]
-    return {
-        "batch": partition,
-        "processed": processed,
-        "rejected": rejected,
-        "no_clips": [{"path": w["source_uri"], "reason": w["reason"]} for w in cl.get("videos_without_clips", [])],
-        "clips": cl["num_clips"],
-        "clips_passed_filters": filt["num_passed"],
-        "clips_rejected_by_filters": filt["num_rejected"],
-        "filter_reasons": filt["reason_counts"],
-        "duplicates": dd["num_duplicates"],
-        "duplicate_rate": dd["duplicate_rate"],
-        "faces_blurred": gd["faces_blurred"],
-        "rejected_unsafe": gd["num_rejected"],
-        "samples": sh["num_samples"],
-        "shards": [s["uri"] for s in sh["shards"]],
-        "manifest": store.uri(f"webdataset_shards/{partition}/manifest.json"),
-    }
+        store = runner.run_batch(partition, source_uri, resources, on_stage)
+        prog.update(task, completed=len(runner.STAGES))
+    return batch_summary(store, partition)
 
 
 def _print_summary(s: dict) -> None:
@@ -289,7 +193,7 @@ def curate(
         _die(f"batch name {name!r}: use letters, digits, '.', '_' or '-'")
     out = out or os.environ.get("WFM_STORAGE_ROOT") or str(REPO_ROOT / "data" / "store")
     try:
-        summary = run_batch(name, folder, _resources(out, catalog or None, config))
+        summary = run_batch(name, folder, _local_runs().resources_for(out, catalog or None, config))
     except RuntimeError as e:
         _die(str(e))
     if as_json:
@@ -312,10 +216,7 @@ def ingest(
     from .curation.uploads import batch_name_for, new_batch_name, upload_folder, valid_batch_name
     from .storage.objectstore import ObjectStore
 
-    sys.path.insert(0, str(REPO_ROOT))
-    from resources import StorageResource
-
-    up = ObjectStore(uploads) if uploads else StorageResource().uploads()
+    up = _local_runs().uploads_store(uploads)
     name = batch or new_batch_name(batch_name_for(source))
     if not valid_batch_name(name):
         _die(f"batch name {name!r}: use letters, digits, '.', '_' or '-'")
@@ -336,7 +237,7 @@ def ingest(
         files = upload_folder(source, up, name)
     result = {"batch": name, "uploads": up.uri(name), "files": len(files)}
     if run:
-        result["summary"] = run_batch(name, up.uri(name), _resources(out or None, None, None))
+        result["summary"] = run_batch(name, up.uri(name), _local_runs().resources_for(out or None))
     if as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -358,18 +259,15 @@ def backfill(
     """(Re)run the curation graph for chosen upload batches, one after another, in this process.
     Reruns are idempotent: same clip ids, outputs overwritten, no duplicates."""
     from .curation.uploads import ready_batches
-    from .storage.objectstore import ObjectStore
 
-    sys.path.insert(0, str(REPO_ROOT))
-    from resources import StorageResource
-
-    up = ObjectStore(uploads) if uploads else StorageResource().uploads()
+    runner = _local_runs()
+    up = runner.uploads_store(uploads)
     ready = ready_batches(up)
     names = list(batches or ready)
     unknown = [b for b in names if b not in ready]
     if unknown:
         _die(f"not ready under {up.root}: {unknown} (a batch needs its files and a _READY marker)")
-    res = _resources(out or None, None, None)
+    res = runner.resources_for(out or None)
     store = res["storage"].store()
     summaries = []
     for b in names:
@@ -397,7 +295,7 @@ def ui(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
 ):
     """Open the Dagster UI on this code location (dagster dev -w workspace.yaml)."""
-    home = _dagster_home()
+    home = _local_runs().dagster_home()
     err.print(f"Dagster UI on http://{host}:{port}  (DAGSTER_HOME={home})")
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster) if dagster.exists() else "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),

@@ -219,7 +219,7 @@ def stage_clips(
                         }
                     )
                     # Idempotent resume: a committed clip (with its analysis frames) is kept.
-                    if not (_clip_complete(store, rel, n) and store.exists(_sample_rel(partition, cid))):
+                    if not (clip_complete(store, rel, n) and store.exists(_sample_rel(partition, cid))):
                         todo.append((s, rel))
                 t0 = time.perf_counter()
                 mids = {
@@ -323,7 +323,7 @@ def _thumb(img: np.ndarray, height: int = 180) -> np.ndarray:
     return cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA)
 
 
-def _clip_complete(store: ObjectStore, rel: str, frames: int) -> bool:
+def clip_complete(store: ObjectStore, rel: str, frames: int) -> bool:
     if not store.exists(rel):
         return False
     try:
@@ -700,3 +700,38 @@ def stage_webdataset_shards(store: ObjectStore, partition: str, cfg: PipelineCon
             shard_set=partition,
         )
     return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# summary of a curated batch (the `wfm curate --json` contract)
+# --------------------------------------------------------------------------------------------
+def batch_summary(store: ObjectStore, partition: str) -> dict:
+    """What happened to a batch, from its stage manifests: processed and rejected files (with reasons),
+    clip counts through the filters, dedup and guard, and the shards."""
+    raw = read_stage(store, "raw_videos", partition)
+    cl = read_stage(store, "clips", partition)
+    filt = read_stage(store, "filtered_clips", partition)
+    dd = read_stage(store, "deduplicated_clips", partition)
+    gd = read_stage(store, "guarded_clips", partition)
+    sh = read_stage(store, "webdataset_shards", partition)
+    failed = {f["source_uri"]: f["reason"] for f in cl["failed_videos"]}
+    rejected = [{"path": v["source_uri"], "reason": v["reason"]} for v in raw["videos"] if v["status"] != "ok"]
+    rejected += [{"path": u, "reason": r} for u, r in failed.items()]
+    processed = [v["source_uri"] for v in raw["videos"] if v["status"] == "ok" and v["source_uri"] not in failed]
+    return {
+        "batch": partition,
+        "processed": processed,
+        "rejected": rejected,
+        "no_clips": [{"path": w["source_uri"], "reason": w["reason"]} for w in cl.get("videos_without_clips", [])],
+        "clips": cl["num_clips"],
+        "clips_passed_filters": filt["num_passed"],
+        "clips_rejected_by_filters": filt["num_rejected"],
+        "filter_reasons": filt["reason_counts"],
+        "duplicates": dd["num_duplicates"],
+        "duplicate_rate": dd["duplicate_rate"],
+        "faces_blurred": gd["faces_blurred"],
+        "rejected_unsafe": gd["num_rejected"],
+        "samples": sh["num_samples"],
+        "shards": [s["uri"] for s in sh["shards"]],
+        "manifest": store.uri(manifest_rel("webdataset_shards", partition)),
+    }

@@ -86,7 +86,6 @@ class ObjectStore:
         root = self._root_path.rstrip("/") + "/"
         out = []
         for p in paths:
-            p = p if p.startswith("/") or not root.startswith("/") else p
             key = p[len(root) :] if p.startswith(root) else p.split(self._root_path.strip("/"), 1)[-1].strip("/")
             if any(part.startswith(TMP_PREFIX) for part in key.split("/")):
                 continue

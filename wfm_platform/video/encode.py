@@ -68,22 +68,8 @@ def transcode_clip(
     max_side: int | None = None,
 ) -> int:
     """Cut frames start..end (inclusive) of src to an H.264 mp4 at dst. Returns frames written."""
-    size = None
-    if max_side:
-        from .probe import probe
-
-        info = probe(src)
-        if max(info.width, info.height) > max_side:
-            from .decode import fit_size
-
-            size = fit_size(info.width, info.height, max_side)
-    frames = (img for _, img in iter_frames(src, start=start, end=end, size=size))
-    return write_mp4(frames, dst, fps=fps, crf=crf, preset=preset)
-
-
-def read_all(path: str | Path, **kw) -> np.ndarray:
-    """Whole (short) clip as (n, h, w, 3). For tests and small clips only."""
-    return np.stack([img for _, img in iter_frames(path, **kw)])
+    written = transcode_segments(src, [(start, end, dst)], fps=fps, crf=crf, preset=preset, max_side=max_side)
+    return written[str(Path(dst))]
 
 
 class _SegmentWriter:

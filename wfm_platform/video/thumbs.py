@@ -45,3 +45,9 @@ def grid(images: Sequence[np.ndarray], cols: int = 6, height: int = 90) -> np.nd
     width = max(r.shape[1] for r in rows)
     pad = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return np.concatenate(pad, axis=0)
+
+
+def jpeg_grid(jpegs: Sequence[bytes], cols: int = 4, height: int = 90) -> bytes:
+    """A JPEG grid of JPEG thumbnails (what the UI metadata shows)."""
+    imgs = [cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for b in jpegs]
+    return jpeg_bytes(grid(imgs, cols=cols, height=height))
