@@ -55,3 +55,21 @@ def _cell(v) -> str:
         v = f"{v:.4g}"
     s = str(v).replace("|", "\\|").replace("\n", " ")
     return s if len(s) <= 160 else s[:157] + "..."
+
+
+def line_plot_png(values: Sequence[float], title: str = "", w: int = 480, h: int = 160) -> bytes:
+    """A small line plot drawn with OpenCV (no plotting dependency), e.g. a loss curve."""
+    import cv2
+
+    from .video.thumbs import png_bytes
+
+    img = np.full((h, w, 3), 255, np.uint8)
+    y = np.asarray(values, float)
+    if len(y) > 1:
+        lo, hi = float(y.min()), float(y.max())
+        xs = np.linspace(10, w - 10, len(y))
+        ys = h - 10 - (y - lo) / max(hi - lo, 1e-9) * (h - 30)
+        cv2.polylines(img, [np.stack([xs, ys], 1).astype(np.int32)], False, (30, 90, 200), 2)
+        label = f"{title} {y[0]:.3f} -> {y[-1]:.3f} ({len(y)} points)".strip()
+        cv2.putText(img, label, (12, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    return png_bytes(img)

@@ -442,3 +442,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def evaluate_on_shards(tok: TokenizerAPI, shard_uris: Sequence[str], store=None, *, clips: int = 2,
+                       num_frames: int | None = None, max_side: int | None = 256) -> tuple[dict, bytes]:
+    """TokenBench metrics on the first `clips` clips of some shards, and a JPEG preview (top: input
+    frames, bottom: reconstruction) of the first one."""
+    import tempfile
+
+    from ..curation.shards import open_dataset
+    from ..video.thumbs import grid, jpeg_bytes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for sample in open_dataset(list(shard_uris), store=store):
+            p = Path(tmp) / f"{sample['__key__']}.mp4"
+            p.write_bytes(sample["mp4"])
+            paths.append(p)
+            if len(paths) >= clips:
+                break
+        metrics = evaluate_videos(tok, paths, num_frames=num_frames, max_side=max_side)
+        frames, _ = read_video(paths[0], num_frames, max_side)
+    rec = reconstruct_frames(tok, frames)
+    idx = np.linspace(0, len(frames) - 1, min(4, len(frames))).astype(int)
+    preview = jpeg_bytes(grid([frames[i] for i in idx] + [rec[i] for i in idx], cols=len(idx)))
+    return metrics, preview
