@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import requests
 
-from ..video import VideoError, fit_size, iter_frames, probe
+from ..video import VideoError, fit_size, iter_frames, probe, sample_frames
 from ..video.thumbs import jpeg_bytes
 
 log = logging.getLogger(__name__)
@@ -131,18 +131,10 @@ def _resolve_clip(path, start: int, end: int | None, fps: float | None) -> _Clip
 
 
 def _sample_rgb(clip: _Clip, n: int, max_side: int) -> list[tuple[int, np.ndarray]]:
-    """n RGB frames spread over the clip, downscaled. Uses iter_frames' `step`, which skips the colour
-    conversion of the frames in between (sample_frames converts every frame of the range)."""
-    span = clip.end - clip.start
-    n = max(1, min(n, span + 1))
-    step = max(1, span // (n - 1)) if n > 1 else span + 1
+    """n RGB frames spread evenly over the clip (first and last included), downscaled."""
     size = fit_size(clip.width, clip.height, max_side) if max(clip.width, clip.height) > max_side else None
-    out = []
     try:
-        for idx, img in iter_frames(clip.path, start=clip.start, end=clip.end, step=step, size=size):
-            out.append((idx, img))
-            if len(out) == n:
-                break
+        out = sample_frames(clip.path, clip.start, clip.end, n, size=size)
     except VideoError as e:
         raise CaptionError(f"cannot caption {clip.path}: {e.reason}") from e
     if not out:
