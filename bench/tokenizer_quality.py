@@ -5,7 +5,10 @@ Trains each tokenizer for a fixed number of steps on WebDataset shards curated f
 real clips never trained on (cockatoo.mp4 and vtest.avi excerpts), next to the naive baseline with the same
 latent grid (area downsample, trilinear upsample). Prints one JSON object.
 
-    python bench/tokenizer_quality.py [--steps 300] [--names cv4x8x8,dv4x8x8] [--preset tiny] [--device cpu]
+    python bench/tokenizer_quality.py [--steps 300] [--names cv4x8x8,dv4x8x8] [--preset tiny]
+
+On a GPU machine without the curation stack (no OpenCV contrib, no LanceDB): curate here with
+`--prepare DIR`, carry DIR there, and run `--data DIR` there (training then runs on CUDA in bf16).
 """
 
 from __future__ import annotations
@@ -25,12 +28,6 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wfm_platform import samples  # noqa: E402
-from wfm_platform.curation import pipeline as P  # noqa: E402
-from wfm_platform.curation.captions import make_captioner  # noqa: E402
-from wfm_platform.curation.config import PipelineConfig  # noqa: E402
-from wfm_platform.curation.embeddings import make_embedder  # noqa: E402
-from wfm_platform.storage.objectstore import ObjectStore  # noqa: E402
 from wfm_platform.tokenizer.metrics import video_metrics  # noqa: E402
 from wfm_platform.tokenizer.registry import load_config  # noqa: E402
 from wfm_platform.tokenizer.train import load_train_config, read_video, reconstruct_frames, train  # noqa: E402
@@ -41,6 +38,14 @@ HELD_OUT = [("cockatoo.mp4", 0, 32), ("vtest.avi", 100, 132)]
 
 
 def curate(tmp: Path) -> list[str]:
+    # the curation stack is imported here only: --data runs need nothing of it
+    from wfm_platform import samples
+    from wfm_platform.curation import pipeline as P
+    from wfm_platform.curation.captions import make_captioner
+    from wfm_platform.curation.config import PipelineConfig
+    from wfm_platform.curation.embeddings import make_embedder
+    from wfm_platform.storage.objectstore import ObjectStore
+
     d = samples.fetch()
     src = tmp / "src"
     src.mkdir()
@@ -62,6 +67,8 @@ def curate(tmp: Path) -> list[str]:
 
 
 def held_out_clips(tmp: Path, size=(256, 144)) -> list[Path]:
+    from wfm_platform import samples
+
     d = samples.fetch()
     out = []
     for name, a, b in HELD_OUT:
@@ -79,35 +86,68 @@ def naive(frames: np.ndarray, t: int, s: int) -> np.ndarray:
     return y[0].permute(1, 2, 3, 0).clamp(0, 255).round().byte().numpy()
 
 
+def prepare(dst: Path) -> None:
+    """Curated training shards + held-out clips into dst, for a --data run on another machine."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, uri in enumerate(curate(Path(tmp))):
+            shutil.copy(uri.removeprefix("file://"), dst / f"train-{i:03d}.tar")
+        for c in held_out_clips(Path(tmp)):
+            shutil.copy(c, dst / c.name)
+    print(json.dumps({"prepared": sorted(p.name for p in dst.iterdir())}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--names", default="cv4x8x8,dv4x8x8")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--crop", type=int, default=64)
+    ap.add_argument("--num-frames", type=int, default=9)
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--num-workers", type=int, default=0, help="decode processes (use them on a GPU)")
+    ap.add_argument("--prepare", type=Path, help="only curate shards + held-out clips into this folder")
+    ap.add_argument("--data", type=Path, help="use a folder made by --prepare instead of curating")
+    ap.add_argument("--out", type=Path, help="keep checkpoints here (default: a temp folder)")
     a = ap.parse_args()
-    report: dict = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
-                                "device": "cpu", "threads": torch.get_num_threads()},
-                    "steps": a.steps, "preset": a.preset, "held_out": [h[0] for h in HELD_OUT], "rows": []}
+    if a.prepare:
+        return prepare(a.prepare)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    report: dict = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "device": device,
+                                "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
+                                "threads": torch.get_num_threads()},
+                    "steps": a.steps, "preset": a.preset, "crop": a.crop, "num_frames": a.num_frames,
+                    "batch_size": a.batch_size, "held_out": [h[0] for h in HELD_OUT], "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        shards = curate(tmp)
-        clips = held_out_clips(tmp)
+        if a.data:
+            shards = [str(p) for p in sorted(a.data.glob("train-*.tar"))]
+            clips = sorted(a.data.glob("heldout_*.mp4"))
+        else:
+            shards = curate(tmp)
+            clips = held_out_clips(tmp)
         videos = [read_video(c)[0] for c in clips]
+        runs = a.out or tmp
         for name in a.names.split(","):
             cfg = load_train_config(ROOT / "configs/tokenizer/train_tiny.yaml", tokenizer=name, preset=a.preset,
-                                    crop=(a.crop, a.crop), steps=a.steps, checkpoint_every=a.steps)
+                                    crop=(a.crop, a.crop), steps=a.steps, checkpoint_every=a.steps,
+                                    num_frames=a.num_frames, batch_size=a.batch_size, lr=a.lr,
+                                    num_workers=a.num_workers, log_every=10)
             t0 = time.perf_counter()
-            res = train(cfg, shards, tmp / f"run_{name}")
+            res = train(cfg, shards, runs / f"run_{name}")
             secs = time.perf_counter() - t0
             res.model.eval()
             with torch.no_grad():
-                ours = [video_metrics(v, reconstruct_frames(res.model, v)) for v in videos]
+                ours = [video_metrics(v, reconstruct_frames(res.model, v, device)) for v in videos]
             tc = load_config(name, a.preset)
             t, s = tc.temporal_compression, tc.spatial_compression
             base = [video_metrics(v, naive(v, t, s)) for v in videos]
             report["rows"].append({
                 "tokenizer": name, "train_seconds": round(secs, 1), "steps_per_s": round(res.steps_per_s, 2),
+                "params": sum(p.numel() for p in res.model.parameters()),
                 "loss_first5": round(float(np.mean(res.losses[:5])), 4),
                 "loss_last5": round(float(np.mean(res.losses[-5:])), 4),
                 "psnr": round(float(np.mean([m["psnr"] for m in ours])), 2),
@@ -115,6 +155,7 @@ def main() -> None:
                 "naive_psnr": round(float(np.mean([m["psnr"] for m in base])), 2),
                 "naive_ssim": round(float(np.mean([m["ssim"] for m in base])), 4),
             })
+            print(json.dumps(report["rows"][-1]), flush=True)
     print(json.dumps(report, indent=2))
 
 

@@ -24,6 +24,7 @@ from wfm_platform.tokenizer.data import (
     ClipStreamConfig,
     ClipTooShortError,
     ShardSourceError,
+    batches,
     decode_window,
     dis_flow,
 )
@@ -102,6 +103,11 @@ def test_stream_shapes_crops_and_flow(data):
     r0 = [i["index"] for i in ClipStream(data["urls"], ClipStreamConfig(size=(32, 32)), rank=0, world_size=2, epochs=1)]
     r1 = [i["index"] for i in ClipStream(data["urls"], ClipStreamConfig(size=(32, 32)), rank=1, world_size=2, epochs=1)]
     assert sorted(r0 + r1) == list(range(5)) and not set(r0) & set(r1)
+    # DataLoader workers split a rank's share again: every sample decoded once, none lost
+    got = [b["keys"] for b in batches(ClipStream(data["urls"], ClipStreamConfig(size=(32, 32)), epochs=1), 1,
+                                      num_workers=2)]
+    assert sorted(k for ks in got for k in ks) == sorted(i["key"] for i in ClipStream(
+        data["urls"], ClipStreamConfig(size=(32, 32)), epochs=1))
 
 
 def test_decode_window_rejects_short_and_garbage(data):

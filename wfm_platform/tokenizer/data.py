@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,8 +184,12 @@ class ClipStream(torch.utils.data.IterableDataset):
         cfg = self.cfg
         usable_in_epoch = 0
         bad = 0
+        # DataLoader workers split this rank's share again, so each sample is decoded exactly once
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        ways, mine = self.world_size * workers, self.rank * workers + worker
         for n, sample in self._raw():
-            if n < self.skip or n % self.world_size != self.rank:
+            if n < self.skip or n % ways != mine:
                 continue
             rng = np.random.default_rng([cfg.seed, n]) if cfg.random_crop else None
             key = sample.get("__key__", f"sample{n}")
@@ -206,10 +210,19 @@ class ClipStream(torch.utils.data.IterableDataset):
             yield item
 
 
-def batches(stream: ClipStream, batch_size: int) -> Iterator[dict]:
-    """Group a ClipStream into {"video": [B,3,T,H,W], "flow": [B,T-1,2,H,W] or None, "keys", "last_index"}."""
+def batches(stream: ClipStream, batch_size: int, num_workers: int = 0) -> Iterator[dict]:
+    """Group a ClipStream into {"video": [B,3,T,H,W], "flow": [B,T-1,2,H,W] or None, "keys", "last_index"}.
+
+    num_workers > 0 decodes in that many DataLoader processes (a GPU outruns one decoding process);
+    samples then arrive round-robin from the workers, so a resume continues after the furthest
+    sample seen rather than exactly where the stream stopped.
+    """
+    items: Iterable[dict] = stream
+    if num_workers > 0:
+        items = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers,
+                                            prefetch_factor=4, persistent_workers=False)
     buf: list[dict] = []
-    for item in stream:
+    for item in items:
         buf.append(item)
         if len(buf) == batch_size:
             yield {

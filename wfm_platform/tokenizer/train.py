@@ -75,6 +75,8 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(100, ge=1)
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
     threads: int | None = Field(None, description="torch CPU threads per process (None: torch default)")
+    num_workers: int = Field(0, ge=0, description="DataLoader decode processes per rank (0: decode inline; "
+                             "resume is exact only with 0)")
 
     @field_validator("crop")
     @classmethod
@@ -325,7 +327,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
 
     model.train()
     if step < total:
-        for batch in batches(stream, cfg.batch_size):
+        for batch in batches(stream, cfg.batch_size, cfg.num_workers):
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
             for g in opt.param_groups:
                 g["lr"] = lr
