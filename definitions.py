@@ -12,12 +12,14 @@ import dagster as dg  # noqa: E402
 from assets.curation import CURATION_ASSETS  # noqa: E402
 from assets.tokenizer import TOKENIZER_ASSETS  # noqa: E402
 from jobs.curation import curation_job  # noqa: E402
+from jobs.retention import RETENTION_JOBS, RETENTION_SCHEDULES  # noqa: E402
 from resources import default_resources  # noqa: E402
 from sensors.uploads import upload_sensor  # noqa: E402
 
 defs = dg.Definitions(
     assets=CURATION_ASSETS + TOKENIZER_ASSETS,
-    jobs=[curation_job],
+    jobs=[curation_job, *RETENTION_JOBS],
+    schedules=RETENTION_SCHEDULES,
     sensors=[upload_sensor],
     resources=default_resources(),
 )
