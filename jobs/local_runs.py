@@ -22,11 +22,12 @@ STAGES = [a.key.to_user_string() for a in CURATION_ASSETS]  # already in depende
 def dagster_home() -> Path:
     """DAGSTER_HOME (default <repo>/.dagster_home), created with a dagster.yaml if it has none:
     SQLite storage, telemetry off (many of our machines are offline)."""
+    from resources.instance import check_postgres_connection, ensure_dagster_yaml
+
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text("telemetry:\n  enabled: false\n")
+    cfg = ensure_dagster_yaml(home)  # SQLite unless WFM_DAGSTER_STORAGE=postgres; an existing file is kept
+    if "postgres" in cfg.read_text():
+        check_postgres_connection()  # a clear error instead of Dagster's "too many retries"
     return home
 
 

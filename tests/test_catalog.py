@@ -50,7 +50,7 @@ def test_empty_catalog_reads(cat):
     assert cat.clips() == [] and cat.videos() == [] and cat.get_clip("nope") is None
     assert cat.search(np.ones(8, np.float32)) == []
     with pytest.raises(ValueError, match="unknown catalog table"):
-        cat.count("datasets")
+        cat.count("nope")
 
 
 def test_videos_from_real_probe_are_idempotent(cat):
