@@ -1,6 +1,7 @@
 """Tokenizer assets: a tokenizer trained on the curated shards, and the tokens of each batch.
 
-tokenizer_checkpoint [tokenizer name]      trains on every curated batch's shards (one held out)
+tokenizer_checkpoint [tokenizer name]      trains on every curated batch's shards (one held out), or on a
+                                           dataset version (config `dataset`), which it records
 video_tokens [upload batch x tokenizer]    latents (CV) or FSQ indices (DV) of every clip of a batch
 """
 
@@ -34,6 +35,7 @@ class TokenizerTrainRun(dg.Config):
     config_path: str = "configs/tokenizer/train_tiny.yaml"  # TrainConfig YAML, relative to the repo root
     steps: int = 0  # 0: the YAML's steps
     batches: list[str] = []  # curated batches to train on; empty: all
+    dataset: str = ""  # "NAME@VERSION" (NAME: latest) from dataset_versions instead of batches; recorded
 
 
 @dg.asset(
@@ -56,16 +58,30 @@ def tokenizer_checkpoint(
     from wfm_platform.tokenizer.train import evaluate_on_shards, load_tokenizer, load_train_config, train
 
     store, name = storage.store(), context.partition_key
-    manifests = _shard_manifests(store, config.batches)
-    shard_uris = [s["uri"] for m in manifests for s in m["shards"]]
+    dv = None
+    if config.dataset:  # a dataset version is read whole: the checkpoint records exactly that version
+        from wfm_platform.storage.datasets import DatasetError, DatasetRegistry
+
+        if config.batches:
+            raise dg.Failure("give `dataset` or `batches`, not both")
+        try:
+            dv = DatasetRegistry(store).get(config.dataset)
+        except DatasetError as e:
+            raise dg.Failure(f"dataset {config.dataset}: {e}") from e
+        if not dv.shards:
+            raise dg.Failure(f"{dv.ref} lists no shards (all erased?): choose another version")
+        shard_uris = [s.uri for s in dv.shards]
+    else:
+        manifests = _shard_manifests(store, config.batches)
+        shard_uris = [s["uri"] for m in manifests for s in m["shards"]]
     if not shard_uris:
         raise dg.Failure("no curated shards yet: materialize webdataset_shards for at least one batch first")
-    held_out = shard_uris[-1:] if len(shard_uris) > 1 else []
+    held_out = shard_uris[-1:] if len(shard_uris) > 1 and dv is None else []
     train_uris = [u for u in shard_uris if u not in held_out]
     cfg_path = Path(config.config_path)
     cfg = load_train_config(cfg_path if cfg_path.is_absolute() else REPO_ROOT / cfg_path, tokenizer=name)
     out = store.local_path(f"tokenizer_checkpoint/{name}")  # checkpoints live next to the data (local store)
-    result = train(cfg, train_uris, out, steps=config.steps or None, store=store,
+    result = train(cfg, None if dv else train_uris, out, steps=config.steps or None, store=store, dataset=dv,
                    resume=(out / "checkpoint.pt").exists() and bool(config.steps))
     metrics, preview = evaluate_on_shards(load_tokenizer(result.checkpoint), held_out or shard_uris[:1], store,
                                           num_frames=cfg.num_frames * 2 + 1)
@@ -82,7 +98,11 @@ def tokenizer_checkpoint(
             "loss_curve": dg.MetadataValue.md(report.image_md(report.line_plot_png(losses, "loss"), "image/png", "loss")),
             "psnr": round(metrics["overall"]["psnr"], 3),
             "ssim": round(metrics["overall"]["ssim"], 4),
-            "evaluated_on": "held-out shard" if held_out else "a training shard (only one shard exists)",
+            "evaluated_on": "held-out shard" if held_out else (
+                "a training shard (a dataset version is trained on whole)" if dv
+                else "a training shard (only one shard exists)"),
+            "dataset": result.data.get("dataset") or "unversioned: shards of the curated batches",
+            "dataset_digest": result.data.get("dataset_digest", ""),
             "reconstruction": dg.MetadataValue.md(report.image_md(preview, alt="top: input, bottom: reconstruction")),
             "train_shards": len(train_uris),
         },

@@ -60,21 +60,37 @@ def _user_errors():
 @tokenizer_app.command("train")
 def train_cmd(
     config: Annotated[Path, typer.Option(help="training YAML, e.g. configs/tokenizer/train_tiny.yaml")],
-    shards: Annotated[list[str], typer.Option(help="manifest.json (or shard .tar URLs; repeat the option)")],
     out: Annotated[Path, typer.Option(help="run folder: checkpoint.pt, loss.jsonl, train_config.yaml")],
+    shards: Annotated[list[str] | None, typer.Option(help="manifest.json (or shard .tar URLs; repeat the "
+                                                     "option); or use --dataset")] = None,
+    dataset: Annotated[str | None, typer.Option(help="NAME@VERSION (or NAME: its latest version) from "
+                                                "`wfm dataset list`; or use --shards")] = None,
+    store: Annotated[str, typer.Option(help="with --dataset: the object-store root holding it (path or "
+                                       "file/s3/gs/az URI); default $WFM_STORAGE_ROOT or data/store")] = "",
     steps: Annotated[int | None, typer.Option(help="train until this total step (default: config)")] = None,
     init: Annotated[Path | None, typer.Option(help="fine-tune from this checkpoint (weights only)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the checkpoint in --out")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Train (or fine-tune) a tokenizer on curated WebDataset shards. For several processes:
-    torchrun --nproc_per_node N -m wfm_platform.tokenizer.train --config ... --shards ... --out ..."""
-    from .train import load_train_config, train
+    """Train (or fine-tune) a tokenizer on a dataset version (--dataset) or on curated WebDataset shards
+    (--shards); the checkpoint records which. For several processes:
+    torchrun --nproc_per_node N -m wfm_platform.tokenizer.train --config ... --dataset ... --out ..."""
+    from .train import default_store, load_train_config, train
 
+    if bool(shards) == bool(dataset):
+        _fail("give exactly one of --shards (manifest.json or shard URLs) and --dataset NAME[@VERSION]")
     try:
         cfg = load_train_config(config)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    if store and not dataset:
+        _fail("--store is where --dataset versions are looked up; with --shards give the manifest or "
+              "shard URLs")
+    st = None
+    if dataset:
+        from ..storage.objectstore import ObjectStore
+
+        st = ObjectStore(store) if store else default_store()
     total = steps or cfg.steps
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -86,16 +102,19 @@ def train_cmd(
             progress.update(task, completed=step, loss=f"{parts['loss']:.4f}")
 
         try:
-            r = train(cfg, shards[0] if len(shards) == 1 else shards, out, steps=steps, init=init, resume=resume,
+            src = None if not shards else (shards[0] if len(shards) == 1 else shards)
+            r = train(cfg, src, out, steps=steps, init=init, resume=resume, store=st, dataset=dataset,
                       on_step=on_step)
         except _user_errors() as e:
-            _fail(str(e))
+            _fail(str(e))  # DatasetError (unknown name/version) is a ValueError
     res = {"out": str(r.out_dir), "step": r.step, "checkpoint": str(r.checkpoint), "steps_per_s": r.steps_per_s,
-           "first_loss": r.losses[0] if r.losses else None, "last_loss": r.losses[-1] if r.losses else None}
+           "first_loss": r.losses[0] if r.losses else None, "last_loss": r.losses[-1] if r.losses else None,
+           "data": r.data}
     if as_json:
         typer.echo(json.dumps(res))
     else:
-        err.print(f"step {r.step}: checkpoint {r.checkpoint} (loss log {r.out_dir / 'loss.jsonl'})")
+        what = r.data.get("dataset") or f"{len(r.data.get('shards', []))} shard(s)"
+        err.print(f"step {r.step} on {what}: checkpoint {r.checkpoint} (loss log {r.out_dir / 'loss.jsonl'})")
 
 
 @tokenizer_app.command("eval")

@@ -2,6 +2,7 @@
 
     cfg = load_train_config("configs/tokenizer/train_tiny.yaml", steps=200)
     result = train(cfg, "data/webdataset_shards/b1/manifest.json", "runs/tok1")      # one process
+    result = train(cfg, None, "runs/tok2", dataset="city@1.2.0", store=ObjectStore("data/store"))  # a version
     torchrun --nproc_per_node 2 -m wfm_platform.tokenizer.train --config ... --shards ... --out ...  # DDP
     tok = load_checkpoint("runs/tok1"); evaluate_videos(tok, ["a.mp4"])                # TokenBench metrics
 
@@ -9,9 +10,11 @@ Loss: L1 + SSIM (+ optical-flow consistency, + pluggable perceptual losses), see
 linear warm-up, gradient clipping, bf16 autocast on GPU. DDP: NCCL on GPU, Gloo on CPU; rank 0 writes.
 
 A run folder holds:
-    checkpoint.pt      model, optimizer, step, data position, RNG states, train + tokenizer config
+    checkpoint.pt      model, optimizer, step, data position, RNG states, train + tokenizer config, and
+                       "dataset": what the run read (see data_record; absent in older checkpoints)
                        (written to a temp name, then renamed: a crash never leaves half a checkpoint)
-    train_config.yaml  the resolved training config
+    train_config.yaml  the resolved training config, plus the same `dataset` record (ignored when the
+                       file is loaded back as a --config: data is chosen with --dataset / --shards)
     loss.jsonl         one JSON line per logged step: {"step", "loss", "l1", "ssim", ..., "lr", "time"}
 """
 
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 CKPT_NAME = "checkpoint.pt"
 LOG_NAME = "loss.jsonl"
 CONFIG_NAME = "train_config.yaml"
+DATA_KEY = "dataset"  # checkpoint / train_config.yaml entry recording the data a run read
 
 
 class CheckpointError(ValueError):
@@ -96,6 +100,10 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides) -> Tra
         data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{p}: expected a mapping at the top level")
+        if DATA_KEY in data:  # a run folder's train_config.yaml reused as a config: a record, not a choice
+            log.info("%s: ignoring its `%s` entry (a record of what a run read); choose data with "
+                     "--dataset or --shards", p, DATA_KEY)
+            data.pop(DATA_KEY)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.model_validate(data)
 
@@ -229,6 +237,62 @@ def _trim_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
+# ---------------------------------------------------------------- what a run reads
+def default_store():
+    """The object store the `wfm` commands use: $WFM_STORAGE_ROOT, else $WFM_DATA_DIR/store (./data/store)."""
+    from ..storage.objectstore import ObjectStore
+
+    data_dir = Path(os.environ.get("WFM_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
+    return ObjectStore(os.environ.get("WFM_STORAGE_ROOT") or str(data_dir.expanduser().resolve() / "store"))
+
+
+def resolve_training_data(shards, dataset, store) -> tuple[object, dict]:
+    """(what ClipStream reads, the record the checkpoint keeps) from exactly one of shards / dataset.
+
+    dataset: "NAME@VERSION", "NAME" (latest, recorded as the exact version it resolved to) or a
+    DatasetVersion, looked up in `store`'s DatasetRegistry. Its record is `training_record()`
+    ({"dataset": "NAME@VERSION", "dataset_digest", "num_clips", "num_shards"}). A shards run records
+    {"shards": [the shard URLs, in order]}."""
+    from ..storage.datasets import DatasetRegistry, DatasetVersion
+    from .data import ShardSourceError, resolve_shards
+
+    if (shards is None) == (dataset is None):
+        raise ValueError("give exactly one of --shards (manifest.json or shard URLs) and "
+                         "--dataset NAME[@VERSION]")
+    if dataset is None:
+        return shards, {"shards": resolve_shards(shards, store)}
+    dv = dataset if isinstance(dataset, DatasetVersion) else DatasetRegistry(store).get(str(dataset))
+    if not dv.shards:
+        raise ShardSourceError(f"{dv.ref} lists no shards (all erased?): nothing to train on; "
+                               "choose another version (`wfm dataset list`)")
+    log.info("training on dataset %s (%d clips in %d shards, digest %s)", dv.ref, len(dv.clip_ids),
+             len(dv.shards), dv.digest[:12])
+    return dv.as_shard_manifest(), dv.training_record()
+
+
+def data_record(checkpoint: str | os.PathLike | dict) -> dict | None:
+    """The data a checkpoint was trained on (see resolve_training_data), None for checkpoints written
+    before runs recorded it."""
+    ck = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)
+    return ck.get(DATA_KEY)
+
+
+def _same_data(old: dict | None, new: dict) -> bool:
+    if old is None:  # an older checkpoint: nothing to compare against
+        return True
+    if "dataset" in old or "dataset" in new:
+        return all(old.get(k) == new.get(k) for k in ("dataset", "dataset_digest"))
+    return old.get("shards") == new.get("shards")
+
+
+def _describe(record: dict | None) -> str:
+    if not record:
+        return "unrecorded data"
+    if "dataset" in record:
+        return str(record["dataset"])
+    return f"{len(record.get('shards', []))} shard(s) starting {record.get('shards', ['?'])[0]}"
+
+
 # ---------------------------------------------------------------- training
 @dataclass
 class TrainResult:
@@ -238,26 +302,33 @@ class TrainResult:
     steps_per_s: float
     checkpoint: Path
     model: VideoTokenizer | None = None  # the trained module (unwrapped from DDP), still in train mode
+    data: dict = field(default_factory=dict)  # what it read: {"dataset": "NAME@VER", ...} / {"shards": [...]}
 
 
 def train(cfg: TrainConfig, shards, out_dir: str | os.PathLike, *, steps: int | None = None,
           init: str | os.PathLike | None = None, resume: bool = False, store=None,
-          on_step: Callable[[int, int, dict], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, int, dict], None] | None = None, dataset=None) -> TrainResult:
     """Train until `steps` (total, counting resumed ones; default cfg.steps). Returns on every rank.
 
-    shards: manifest.json path/URI, a manifest dict, shard URL(s). init: weights to fine-tune from
-    (checkpoint folder/file; optimizer starts fresh). resume: continue out_dir's checkpoint exactly.
+    shards: manifest.json path/URI, a manifest dict, shard URL(s); or None with
+    dataset: "NAME@VERSION" / "NAME" (latest) / a DatasetVersion from `store`'s DatasetRegistry
+    (store default: default_store()). The checkpoint records which (see data_record); resume must
+    read the same data. init: weights to fine-tune from (checkpoint folder/file; optimizer starts
+    fresh). resume: continue out_dir's checkpoint exactly.
     """
+    if dataset is not None and store is None:
+        store = default_store()
     d = setup_distributed()
     try:
-        return _train(cfg, shards, Path(out_dir), d, steps or cfg.steps, init, resume, store, on_step)
+        return _train(cfg, shards, Path(out_dir), d, steps or cfg.steps, init, resume, store, on_step,
+                      dataset)
     finally:
         if d.initialized_here:
             dist.destroy_process_group()
 
 
 def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resume: bool, store,
-           on_step) -> TrainResult:
+           on_step, dataset=None) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ckpt_file = out / CKPT_NAME
@@ -265,6 +336,8 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
         raise CheckpointError(f"{ckpt_file} exists: pass --resume to continue it, or choose another --out")
     if resume and not ckpt_file.exists():
         raise CheckpointError(f"--resume: no checkpoint at {ckpt_file}")
+    # before any model is built: a wrong dataset name or a missing shard fails fast
+    source, record = resolve_training_data(shards, dataset, store)
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
     model = build_tokenizer(cfg.tokenizer, preset=cfg.preset, **cfg.model)
@@ -281,13 +354,21 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
                                   "resume with the same --config")
         _load_weights(model, ckpt["model"], str(ckpt_file))
         opt.load_state_dict(ckpt["optimizer"])
+        if not _same_data(ckpt.get(DATA_KEY), record):  # data_position only means something on the same data
+            raise CheckpointError(f"{ckpt_file} was trained on {_describe(ckpt.get(DATA_KEY))}, not "
+                                  f"{_describe(record)}: resume on the same data, or fine-tune on the new "
+                                  "data with --init into another --out")
+        if DATA_KEY not in ckpt:
+            log.warning("%s records no dataset (written before runs recorded it); from now on it records %s",
+                        ckpt_file, _describe(record))
         step, data_pos = int(ckpt["step"]), int(ckpt["data_position"])
         _set_rng_state(ckpt["rng"])
         log.info("resumed %s at step %d", ckpt_file, step)
     elif init is not None:
         ck = read_checkpoint(init)
         _load_weights(model, ck["model"], str(init))
-        log.info("fine-tuning from %s (step %s there)", init, ck.get("step"))
+        log.info("fine-tuning from %s (step %s there, trained on %s) on %s", init, ck.get("step"),
+                 _describe(ck.get(DATA_KEY)), _describe(record))
     model.to(d.device)
     for st in opt.state.values():  # optimizer state follows the model onto the GPU
         for k, v in st.items():
@@ -296,7 +377,8 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
 
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_NAME).write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+        run_cfg = {**json.loads(cfg.model_dump_json()), DATA_KEY: record}
+        (out / CONFIG_NAME).write_text(yaml.safe_dump(run_cfg, sort_keys=False))
         if resume:
             _trim_log(out / LOG_NAME, step)
         elif not ckpt_file.exists():
@@ -307,7 +389,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     loss_fn = TokenizerLoss(cfg.loss).to(d.device)
-    stream = ClipStream(shards, ClipStreamConfig(num_frames=cfg.num_frames, size=tuple(cfg.crop),
+    stream = ClipStream(source, ClipStreamConfig(num_frames=cfg.num_frames, size=tuple(cfg.crop),
                                                  resize_short=cfg.resize_short, random_crop=cfg.random_crop,
                                                  flow=loss_fn.needs_flow, seed=cfg.seed),
                         store=store, rank=d.rank, world_size=d.world_size, skip=data_pos)
@@ -322,7 +404,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
             _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                           "data_position": int(pos), "rng": _rng_state(),
                           "train_config": json.loads(cfg.model_dump_json()),
-                          "tokenizer_config": model.config.model_dump()}, ckpt_file)
+                          "tokenizer_config": model.config.model_dump(), DATA_KEY: record}, ckpt_file)
             log.info("checkpoint at step %d -> %s", step, ckpt_file)
 
     model.train()
@@ -363,7 +445,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
     sps = (step - start_step) / elapsed if elapsed > 0 and step > start_step else 0.0
     if d.main:
         log.info("trained to step %d (%.3f steps/s)", step, sps)
-    return TrainResult(out, step, losses, sps, ckpt_file, model)
+    return TrainResult(out, step, losses, sps, ckpt_file, model, record)
 
 
 def read_loss_log(out_dir: str | os.PathLike) -> list[dict]:
@@ -425,7 +507,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m wfm_platform.tokenizer.train",
                                  description="Train the video tokenizer (torchrun-compatible).")
     ap.add_argument("--config", required=True)
-    ap.add_argument("--shards", required=True, nargs="+", help="manifest.json or shard URLs")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--shards", nargs="+", help="manifest.json or shard URLs")
+    src.add_argument("--dataset", help="NAME@VERSION (or NAME: latest) from the dataset registry")
+    ap.add_argument("--store", help="object-store root holding the datasets (default: $WFM_STORAGE_ROOT, "
+                    "else data/store)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--init")
@@ -433,10 +519,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_train_config(a.config)
-    shards = a.shards[0] if len(a.shards) == 1 else a.shards
-    r = train(cfg, shards, a.out, steps=a.steps, init=a.init, resume=a.resume)
+    if a.store and not a.dataset:
+        ap.error("--store is where --dataset versions are looked up; with --shards give the manifest "
+                 "or shard URLs")
+    shards = None if a.shards is None else (a.shards[0] if len(a.shards) == 1 else a.shards)
+    from ..storage.objectstore import ObjectStore
+
+    store = ObjectStore(a.store) if a.store else None
+    r = train(cfg, shards, a.out, steps=a.steps, init=a.init, resume=a.resume, store=store, dataset=a.dataset)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"step": r.step, "steps_per_s": r.steps_per_s, "checkpoint": str(r.checkpoint),
+                          "data": r.data,
                           "first_loss": r.losses[0] if r.losses else None,
                           "last_loss": r.losses[-1] if r.losses else None}))
     return 0
