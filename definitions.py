@@ -11,6 +11,8 @@ import dagster as dg  # noqa: E402
 
 from assets.curation import CURATION_ASSETS  # noqa: E402
 from assets.datasets import DATASET_ASSETS, DATASET_JOBS  # noqa: E402
+from assets.generation import GENERATION_ASSETS  # noqa: E402
+from assets.models import MODEL_ASSETS  # noqa: E402
 from assets.tokenizer import TOKENIZER_ASSETS  # noqa: E402
 from jobs.curation import curation_job  # noqa: E402
 from jobs.retention import RETENTION_JOBS, RETENTION_SCHEDULES  # noqa: E402
@@ -18,7 +20,7 @@ from resources import default_resources  # noqa: E402
 from sensors.uploads import upload_sensor  # noqa: E402
 
 defs = dg.Definitions(
-    assets=CURATION_ASSETS + DATASET_ASSETS + TOKENIZER_ASSETS,
+    assets=CURATION_ASSETS + DATASET_ASSETS + TOKENIZER_ASSETS + MODEL_ASSETS + GENERATION_ASSETS,
     jobs=[curation_job, *DATASET_JOBS, *RETENTION_JOBS],
     schedules=RETENTION_SCHEDULES,
     sensors=[upload_sensor],

@@ -33,6 +33,8 @@ def _mount_subcommands() -> None:
     from .guardrails.cli import guard_app
 
     from .models.cli import models_app
+    from .models.generate_cli import generate_app
+    from .models.train_cli import train_app
     from .storage.catalog_cli import catalog_app
     from .storage.datasets_cli import dataset_app, erase_command, retention_app
     from .tokenizer.cli import tokenize_app, tokenizer_app
@@ -41,6 +43,8 @@ def _mount_subcommands() -> None:
     app.add_typer(tokenizer_app, name="tokenizer", help="Train and evaluate causal video tokenizers.")
     app.add_typer(tokenize_app, name="tokenize", help="Encode videos to latents/tokens and decode them back.")
     app.add_typer(models_app, name="models", help="World-model presets (diffusion, autoregressive).")
+    app.add_typer(train_app, name="train", help="Train or post-train a world model on a dataset version.")
+    app.add_typer(generate_app, name="generate", help="Text2World / Video2World generation, guarded.")
     app.add_typer(catalog_app, name="catalog", help="Query the clip catalog: clips, neighbours, provenance, stats.")
     app.add_typer(dataset_app, name="dataset", help="Named, immutable, versioned datasets of curated shards.")
     app.command("erase", help="Erase a source video and everything derived from it (GDPR / CCPA).")(erase_command)

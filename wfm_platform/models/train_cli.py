@@ -1,0 +1,97 @@
+"""`wfm train diffusion|autoregressive`: train or post-train a world model on a dataset version.
+
+Mounted by wfm_platform/cli.py (`app.add_typer(train_app, name="train")`). Progress goes to stderr,
+`--json` prints the result on stdout; user errors exit with code 2 and one line saying what to do.
+Several processes: `torchrun --nproc_per_node N -m wfm_platform.models.train FAMILY --model ... ...`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+# torch is imported inside the command: `wfm --help` stays fast
+err = Console(stderr=True)
+train_app = typer.Typer(help="Train or post-train world models (diffusion, autoregressive) on a dataset version.",
+                        no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _run(family: str, model: str, config: Path, dataset: str, out: Path, steps: int | None, init: Path | None,
+         resume: bool, store: str | None, strategy: str | None, as_json: bool) -> None:
+    from ..storage.objectstore import ObjectStore
+    from ..tokenizer.data import ShardSourceError
+    from .checkpoint import CheckpointError
+    from .train import load_train_config, train
+
+    try:
+        cfg = load_train_config(config, strategy=strategy)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    total = steps or cfg.steps
+    progress = Progress(TextColumn(f"[bold]train {model}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=err, disable=as_json)
+    with progress:
+        task = progress.add_task("train", total=total, loss="-")
+
+        def on_step(step: int, n: int, parts: dict) -> None:
+            progress.update(task, completed=step, loss=f"{parts['loss']:.4f}")
+
+        try:
+            r = train(family, model, cfg, dataset, out, steps=steps, init=init, resume=resume,
+                      store=ObjectStore(store) if store else None, on_step=on_step)
+        except (FileNotFoundError, CheckpointError, ShardSourceError, ValueError, KeyError) as e:
+            _fail(str(e).strip("'\""))
+    res = {"out": str(r.out_dir), "step": r.step, "dataset": r.dataset, "checkpoint": str(r.checkpoint),
+           "steps_per_s": r.steps_per_s, "first_loss": r.losses[0] if r.losses else None,
+           "last_loss": r.losses[-1] if r.losses else None}
+    if as_json:
+        typer.echo(json.dumps(res))
+    else:
+        err.print(f"step {r.step} on {r.dataset}: checkpoint {r.checkpoint} (loss log {r.out_dir / 'loss.jsonl'})")
+
+
+Model = Annotated[str, typer.Option("--model", help="preset name (wfm models list) or a preset YAML path")]
+Config = Annotated[Path, typer.Option(help="training YAML, e.g. configs/train/world_tiny.yaml")]
+Dataset = Annotated[str, typer.Option(help="dataset version NAME@VERSION (wfm dataset list); NAME: latest")]
+Out = Annotated[Path, typer.Option(help="run folder = checkpoint folder (model.pt, train_state.pt, loss.jsonl)")]
+Steps = Annotated[int | None, typer.Option(help="train until this total step (default: config)")]
+Init = Annotated[Path | None, typer.Option(help="post-train from this checkpoint (weights only, new optimizer)")]
+Resume = Annotated[bool, typer.Option("--resume", help="continue the checkpoint in --out exactly")]
+Store = Annotated[str | None, typer.Option(help="object-store root with the datasets (default: WFM_STORAGE_ROOT "
+                                           "or ./data/store)")]
+Strategy = Annotated[str | None, typer.Option(help="ddp | fsdp under torchrun (default: config)")]
+Json = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+
+
+@train_app.command("diffusion")
+def diffusion(model: Model, config: Config, dataset: Dataset, out: Out, steps: Steps = None, init: Init = None,
+              resume: Resume = False, store: Store = None, strategy: Strategy = None, as_json: Json = False) -> None:
+    """Train a diffusion world model (DiT over CV latents) on a dataset version."""
+    _run("diffusion", model, config, dataset, out, steps, init, resume, store, strategy, as_json)
+
+
+@train_app.command("autoregressive")
+def autoregressive(model: Model, config: Config, dataset: Dataset, out: Out, steps: Steps = None,
+                   init: Init = None, resume: Resume = False, store: Store = None, strategy: Strategy = None,
+                   as_json: Json = False) -> None:
+    """Train an autoregressive world model (decoder-only transformer over DV tokens) on a dataset version."""
+    _run("autoregressive", model, config, dataset, out, steps, init, resume, store, strategy, as_json)
