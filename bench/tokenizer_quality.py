@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import sys
 import tempfile
@@ -113,6 +114,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="use a folder made by --prepare instead of curating")
     ap.add_argument("--out", type=Path, help="keep checkpoints here (default: a temp folder)")
     a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # progress on stderr
     if a.prepare:
         return prepare(a.prepare)
     device = "cuda" if torch.cuda.is_available() else "cpu"
