@@ -11,6 +11,7 @@ import dagster as dg
 import numpy as np
 
 from resources import CaptionerResource, CatalogResource, EmbedderResource, PipelineConfigResource, StorageResource
+from resources.storage import retry_transient_storage
 from wfm_platform import report
 from wfm_platform.curation import pipeline as P
 
@@ -57,6 +58,7 @@ class RawVideosConfig(dg.Config):
         _spec("some_usable", "raw_videos", "the batch has at least one usable video"),
     ],
 )
+@retry_transient_storage()  # a storage outage reruns the step later; bad input does not
 def raw_videos(
     context: dg.AssetExecutionContext,
     config: RawVideosConfig,
@@ -105,6 +107,7 @@ def raw_videos(
         _spec("no_failed_videos", "clips", "no usable video failed shot detection or transcoding"),
     ],
 )
+@retry_transient_storage()  # a storage outage reruns the step later; bad input does not
 def clips(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
@@ -166,6 +169,7 @@ def _thumb_strip_md(jpegs: list[bytes]) -> str:
         _spec("scores_schema", "clip_scores", "every clip has the same score fields (no schema drift)", True),
     ],
 )
+@retry_transient_storage()  # a storage outage reruns the step later; bad input does not
 def clip_scores(
     context: dg.AssetExecutionContext, storage: StorageResource, pipeline_config: PipelineConfigResource
 ) -> dg.MaterializeResult:
@@ -208,6 +212,7 @@ def clip_scores(
     description="Clips that pass the thresholds in configs/filters.yaml; every rejection keeps its reasons.",
     check_specs=[_spec("pass_rate", "filtered_clips", "warns when fewer than 10% of clips pass")],
 )
+@retry_transient_storage()  # a storage outage reruns the step later; bad input does not
 def filtered_clips(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
@@ -242,6 +247,7 @@ def filtered_clips(
     "offline signals captioner, named in each record).",
     check_specs=[_spec("captions_nonempty", "captions", "every passed clip has a non-empty caption", True)],
 )
+@retry_transient_storage()  # a storage outage reruns the step later; bad input does not
 def captions(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
@@ -275,6 +281,7 @@ def captions(
     description="One vector per passed clip from the embedder resource, stored in the catalog.",
     check_specs=[_spec("embeddings_valid", "clip_embeddings", "finite, unit-norm, one per passed clip", True)],
 )
+@retry_transient_storage()  # a storage outage reruns the step later; bad input does not
 def clip_embeddings(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
@@ -309,6 +316,7 @@ def clip_embeddings(
     "incremental against every clip already in the catalog.",
     check_specs=[_spec("duplicate_rate", "deduplicated_clips", "warns when more than half the batch is duplicate")],
 )
+@retry_transient_storage()  # a storage outage reruns the step later; bad input does not
 def deduplicated_clips(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
@@ -347,6 +355,7 @@ def deduplicated_clips(
         _spec("all_clips_guarded", "guarded_clips", "no clip failed the guard (it fails closed)", True),
     ],
 )
+@retry_transient_storage()  # a storage outage reruns the step later; bad input does not
 def guarded_clips(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
@@ -388,6 +397,7 @@ def guarded_clips(
         _spec("shards_nonempty", "webdataset_shards", "warns when the batch produced no samples"),
     ],
 )
+@retry_transient_storage()  # a storage outage reruns the step later; bad input does not
 def webdataset_shards(
     context: dg.AssetExecutionContext, storage: StorageResource, pipeline_config: PipelineConfigResource
 ) -> dg.MaterializeResult:

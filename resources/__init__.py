@@ -11,36 +11,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from wfm_platform.curation.config import REPO_ROOT, PipelineConfig
-from wfm_platform.storage.objectstore import ObjectStore
+from resources.catalog import CatalogResource
+from resources.storage import EncryptionKeyResource, StorageResource, data_dir
+from wfm_platform.curation.config import PipelineConfig
 
-
-def data_dir() -> Path:
-    return Path(os.environ.get("WFM_DATA_DIR", REPO_ROOT / "data")).expanduser().resolve()
-
-
-class StorageResource(dg.ConfigurableResource):
-    """Object-store root for every artifact and the upload prefix the sensor watches."""
-
-    root_uri: str = ""
-    uploads_uri: str = ""
-
-    def store(self) -> ObjectStore:
-        return ObjectStore(self.root_uri or os.environ.get("WFM_STORAGE_ROOT", str(data_dir() / "store")))
-
-    def uploads(self) -> ObjectStore:
-        return ObjectStore(self.uploads_uri or os.environ.get("WFM_UPLOADS_URI", str(data_dir() / "uploads")))
-
-
-class CatalogResource(dg.ConfigurableResource):
-    """LanceDB clip catalog (a local folder or an object-store URI)."""
-
-    uri: str = ""
-
-    def catalog(self):
-        from wfm_platform.storage.catalog import Catalog
-
-        return Catalog(self.uri or os.environ.get("WFM_CATALOG_URI", str(data_dir() / "catalog")))
+__all__ = ["CatalogResource", "EncryptionKeyResource", "StorageResource", "data_dir"]
 
 
 class PipelineConfigResource(dg.ConfigurableResource):

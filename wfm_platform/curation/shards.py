@@ -25,7 +25,6 @@ whole; `verify_shards` reports it as a sha256 mismatch).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import math
@@ -448,15 +447,6 @@ def verify_shards(store: ObjectStore, manifest: dict) -> list[str]:
     return problems
 
 
-def _fsspec_opener(storage_options: dict):
-    import fsspec
-
-    def gopen_fsspec(url, mode="rb", bufsize=8192, **kw):
-        return fsspec.open(url, mode, **storage_options).open()
-
-    return gopen_fsspec
-
-
 def open_dataset(
     urls_or_manifest: dict | str | Sequence[str],
     *,
@@ -469,8 +459,8 @@ def open_dataset(
 
     Samples are raw: {"__key__": clip_id, "mp4": bytes, "json": bytes, "txt": bytes}; add `.decode()`
     or `.map()` as needed. `buckets` keeps only those bucket keys of a manifest. file:// URIs and
-    local paths open directly; for s3://, gs://, az:// pass the `store` so its fsspec credentials are
-    used (this registers an fsspec opener for that scheme in webdataset's global table).
+    local paths open directly; for s3://, gs://, az:// or an encrypted store pass the `store`, which then
+    opens the shards (its credentials, retries and decryption).
     """
     if isinstance(urls_or_manifest, dict):
         wanted = set(buckets) if buckets is not None else None
@@ -482,10 +472,9 @@ def open_dataset(
         urls = [str(u) for u in urls_or_manifest]
     if not urls:
         raise ValueError("no shards to read (empty manifest or bucket filter)")
-    if store is not None and not store.is_local:
-        # webdataset shells out to CLIs (gsutil, ...) for cloud URLs; fsspec reuses the store's credentials.
-        # (`webdataset.gopen` is shadowed by the function of that name, hence import_module.)
-        gopen_module = importlib.import_module("webdataset.gopen")
-        gopen_module.gopen_schemes[store.protocol] = _fsspec_opener(store.storage_options)
+    if store is not None and not store.is_plain_local:
+        # webdataset would shell out to CLIs (gsutil, ...) for cloud URLs and cannot decrypt: let the
+        # store open them, with its credentials, retries and decryption.
+        urls = store.webdataset_urls(urls)
     kwargs.setdefault("empty_check", False)
     return webdataset.WebDataset(urls, shardshuffle=shardshuffle, **kwargs)

@@ -72,7 +72,7 @@ class ViolationLog:
 
     def _append(self, key: str, line: bytes) -> None:
         with self._lock:
-            if self.store.is_local:
+            if self.store.is_plain_local:
                 path = self.store.local_path(key)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

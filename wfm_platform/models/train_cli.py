@@ -35,14 +35,15 @@ def _fail(msg: str) -> None:
 
 
 def _run(family: str, model: str, config: Path, dataset: str, out: Path, steps: int | None, init: Path | None,
-         resume: bool, store: str | None, strategy: str | None, as_json: bool) -> None:
+         resume: bool, store: str | None, strategy: str | None, as_json: bool,
+         tokenizer_checkpoint: str | None = None) -> None:
     from ..storage.objectstore import ObjectStore
     from ..tokenizer.data import ShardSourceError
     from .checkpoint import CheckpointError
     from .train import load_train_config, train
 
     try:
-        cfg = load_train_config(config, strategy=strategy)
+        cfg = load_train_config(config, strategy=strategy, tokenizer_checkpoint=tokenizer_checkpoint)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     total = steps or cfg.steps
@@ -80,18 +81,22 @@ Store = Annotated[str | None, typer.Option(help="object-store root with the data
                                            "or ./data/store)")]
 Strategy = Annotated[str | None, typer.Option(help="ddp | fsdp under torchrun (default: config)")]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+TokCkpt = Annotated[str | None, typer.Option(help="trained tokenizer (a `wfm tokenizer train` run folder or "
+                                             "checkpoint); default: the config's tokenizer_checkpoint")]
 
 
 @train_app.command("diffusion")
 def diffusion(model: Model, config: Config, dataset: Dataset, out: Out, steps: Steps = None, init: Init = None,
-              resume: Resume = False, store: Store = None, strategy: Strategy = None, as_json: Json = False) -> None:
+              resume: Resume = False, store: Store = None, strategy: Strategy = None, as_json: Json = False,
+              tokenizer_checkpoint: TokCkpt = None) -> None:
     """Train a diffusion world model (DiT over CV latents) on a dataset version."""
-    _run("diffusion", model, config, dataset, out, steps, init, resume, store, strategy, as_json)
+    _run("diffusion", model, config, dataset, out, steps, init, resume, store, strategy, as_json, tokenizer_checkpoint)
 
 
 @train_app.command("autoregressive")
 def autoregressive(model: Model, config: Config, dataset: Dataset, out: Out, steps: Steps = None,
                    init: Init = None, resume: Resume = False, store: Store = None, strategy: Strategy = None,
-                   as_json: Json = False) -> None:
+                   as_json: Json = False, tokenizer_checkpoint: TokCkpt = None) -> None:
     """Train an autoregressive world model (decoder-only transformer over DV tokens) on a dataset version."""
-    _run("autoregressive", model, config, dataset, out, steps, init, resume, store, strategy, as_json)
+    _run("autoregressive", model, config, dataset, out, steps, init, resume, store, strategy, as_json,
+         tokenizer_checkpoint)

@@ -477,7 +477,7 @@ def _write_once(store: ObjectStore, rel: str, data: bytes) -> None:
     """Create `rel` only if it does not exist. Local stores: atomic (hard link of a complete temp file,
     which fails if the name exists). Remote stores: check, then one PUT (a concurrent creator of the
     same version in that window wins last; the version numbers come from one registry in practice)."""
-    if store.is_local:
+    if store.is_plain_local:
         dst = store.local_path(rel)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")

@@ -71,6 +71,8 @@ def train_cmd(
     init: Annotated[Path | None, typer.Option(help="fine-tune from this checkpoint (weights only)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the checkpoint in --out")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer name, e.g. cv8x8x8 (default: config)")] = None,
+    preset: Annotated[str | None, typer.Option(help="width preset, e.g. tiny (default: config)")] = None,
 ) -> None:
     """Train (or fine-tune) a tokenizer on a dataset version (--dataset) or on curated WebDataset shards
     (--shards); the checkpoint records which. For several processes:
@@ -80,7 +82,7 @@ def train_cmd(
     if bool(shards) == bool(dataset):
         _fail("give exactly one of --shards (manifest.json or shard URLs) and --dataset NAME[@VERSION]")
     try:
-        cfg = load_train_config(config)
+        cfg = load_train_config(config, tokenizer=tokenizer, preset=preset)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     if store and not dataset:
