@@ -7,7 +7,6 @@ defaults run everything on this machine under ./data.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
