@@ -9,11 +9,14 @@
   pixels changed (outside the face box grown by 50%);
 - real faces in real video: carphone_pristine.mp4, Megamind.avi: frames where the checker sees a face
   before / after;
-- speed: ms per frame of FaceBlurrer at 720p and 1080p (cockatoo upscaled), detect_every 1 and 3;
+- speed: ms per frame (wall and CPU) of FaceBlurrer at 720p and 1080p (cockatoo upscaled), detect_every 1
+  and 3, for the default config, the baseline (every pass on every detector run, as before the cadences),
+  `fast` (Haar's small-face pass every 2nd run) and `small1920` (1080p searched at full res for 20 px);
+- composites are run for the default, the baseline and `fast` (recall by face size 20..160 px);
 - unsafe classifier: false-positive rate (videos and sampled frames) on all sample footage at the
   default threshold, every 0.5 s, and its ms per frame.
 
-Prints one JSON object.   python bench/guardrails_faces.py [--quick]
+Prints one JSON object.   python bench/guardrails_faces.py [--quick] [--only speed,composites,...]
 """
 
 from __future__ import annotations
@@ -111,7 +114,11 @@ def coverage(rects, gt):
     return float(m.mean())
 
 
-def bench_blur_composites(d, checker, quick):
+# the config before the detector cadences: one Haar pass at max_det_side, HOG, on every detector run
+BASELINE = {"small_face_every": 1, "hog_every": 1, "small_face_side": 1280}
+
+
+def bench_blur_composites(d, checker, quick, cfg_kw=None):
     faces, _ = lfw_faces()
     crops = {"astronaut": astronaut_face(), "lfw0": faces[0], "lfw7": faces[7], "lfw42": faces[42]}
     srcs = {"vtest": (d / "vtest.avi", (768, 576)), "cockatoo": (d / "cockatoo.mp4", (1280, 720))}
@@ -119,9 +126,9 @@ def bench_blur_composites(d, checker, quick):
     rows = []
     for sname, (src, size) in srcs.items():
         for cname, crop in crops.items():
-            for side in (24, 32, 48, 64, 96, 160):
+            for side in (20, 24, 32, 48, 64, 96, 160):
                 frames, gts = composite_clip(src, size, crop, side, n)
-                b = FaceBlurrer(FaceBlurConfig())
+                b = FaceBlurrer(FaceBlurConfig(**(cfg_kw or {})))
                 b.frame_rects = {}
                 out = list(b.process(frames))
                 cov = [coverage(b.frame_rects[i], g) for i, g in enumerate(gts)]
@@ -188,18 +195,26 @@ def bench_real_faces(d, checker, quick):
 
 
 def bench_speed(d, quick):
+    """ms per frame (wall, and CPU seconds of this process: the machine may be shared) of the default
+    config and of the previous one (every pass on every detector run), interleaved in one process."""
     n = 12 if quick else 30
     res = {}
+    configs = {
+        "every1": {"detect_every": 1},
+        "every3": {"detect_every": 3},
+        "every3_baseline": dict(detect_every=3, **BASELINE),  # before the cadences
+        "every3_fast": {"detect_every": 3, "small_face_every": 2},  # Haar's fine pass every 2nd run
+        "every3_small1920": {"detect_every": 3, "small_face_side": 1920},  # 20 px faces at 1080p
+    }
     for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080))):
         frames = [f for _, f in iter_frames(d / "cockatoo.mp4", end=n - 1, size=size)]
-        for k in (1, 3):
-            cfg = FaceBlurConfig(detect_every=k)
-            b = FaceBlurrer(cfg)
-            t0 = time.perf_counter()
+        for name, kw in configs.items():
+            b = FaceBlurrer(FaceBlurConfig(**kw))
+            t0, c0 = time.perf_counter(), time.process_time()
             list(b.process(frames))
-            dt = (time.perf_counter() - t0) * 1000 / n
-            res[f"{label}_every{k}_ms_per_frame"] = round(dt, 1)
-            res[f"{label}_every{k}_detector_ms_per_run"] = round(
+            res[f"{label}_{name}_ms_per_frame"] = round((time.perf_counter() - t0) * 1000 / n, 1)
+            res[f"{label}_{name}_cpu_ms_per_frame"] = round((time.process_time() - c0) * 1000 / n, 1)
+            res[f"{label}_{name}_detector_ms_per_run"] = round(
                 b.stats.det_ms / max(1, b.stats.detector_runs), 1
             )
     return res
@@ -249,20 +264,40 @@ def bench_unsafe(d):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer crops and frames")
+    ap.add_argument(
+        "--only",
+        default="detectors,composites,baseline_composites,fast_composites,real,speed,unsafe",
+        help="comma-separated sections to run",
+    )
     args = ap.parse_args()
+    only = set(args.only.split(","))
     d = samples.fetch()
     checker = NudeNetFaceDetector()
     bg = next(f for _, f in iter_frames(d / "vtest.avi", start=100, end=100, size=(640, 480)))
     t0 = time.time()
+    sections = {
+        "detectors_on_lfw": ("detectors", lambda: bench_detectors(bg, args.quick)),
+        "blur_composites": ("composites", lambda: bench_blur_composites(d, checker, args.quick)),
+        "blur_composites_baseline": (
+            "baseline_composites",
+            lambda: bench_blur_composites(d, checker, args.quick, BASELINE),
+        ),
+        "blur_composites_fast": (
+            "fast_composites",
+            lambda: bench_blur_composites(d, checker, args.quick, {"small_face_every": 2}),
+        ),
+        "real_faces": ("real", lambda: bench_real_faces(d, checker, args.quick)),
+        "speed": ("speed", lambda: bench_speed(d, args.quick)),
+        "unsafe": ("unsafe", lambda: bench_unsafe(d)),
+    }
     out = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads_cv2": cv2.getNumThreads()},
         "config": FaceBlurConfig().model_dump(),
-        "detectors_on_lfw": bench_detectors(bg, args.quick),
-        "blur_composites": bench_blur_composites(d, checker, args.quick),
-        "real_faces": bench_real_faces(d, checker, args.quick),
-        "speed": bench_speed(d, args.quick),
-        "unsafe": bench_unsafe(d),
+        "baseline_overrides": BASELINE,
     }
+    for key, (flag, fn) in sections.items():
+        if flag in only:
+            out[key] = fn()
     out["wall_s"] = round(time.time() - t0, 1)
     print(json.dumps(out, indent=1))
 

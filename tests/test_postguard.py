@@ -225,3 +225,85 @@ def test_config_from_yaml(tmp_path):
     p.write_text("pre: {}\npost:\n  faces: {detect_every: 2, method: pixelate}\n  unsafe: {threshold: 0.6}\n")
     cfg = PostGuardConfig.from_yaml(p)
     assert cfg.faces.detect_every == 2 and cfg.faces.method == "pixelate" and cfg.unsafe.threshold == 0.6
+
+
+# ------------------------------------------------------------------ speed paths: cadences, no re-encode
+class _Spy:
+    """Wraps a detector and counts its calls."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.calls = inner, inner.name, 0
+
+    def detect(self, rgb):
+        self.calls += 1
+        return self.inner.detect(rgb)
+
+
+def test_cadenced_union_runs_hog_every_other_run_and_still_covers_the_face(samples_dir):
+    from wfm_platform.guardrails.faces import DlibHogFaceDetector, UnionFaceDetector
+
+    frames, boxes = _moving_face_clip(samples_dir)
+    haar, hog = HaarFaceDetector(), _Spy(DlibHogFaceDetector())
+    det = UnionFaceDetector([haar, hog], every=[1, 2], small_every=2, large_face=32)
+    assert det.period == 2
+    b = FaceBlurrer(FaceBlurConfig(detect_every=3), det)
+    b.frame_rects = {}
+    out = list(b.process(frames))
+    assert len(out) == len(frames)
+    assert hog.calls == (b.stats.detector_runs + 1) // 2  # runs 0, 2, 4, ...
+    assert min(_coverage(b.frame_rects[i], box) for i, box in enumerate(boxes)) >= 0.9
+    with pytest.raises(ValueError, match="one cadence"):
+        UnionFaceDetector([haar], every=[1, 2])
+
+
+@pytest.mark.parametrize("side", [40, 56])
+def test_small_faces_covered_with_sparse_small_face_pass(samples_dir, side):
+    # the crop is head + hair: the face itself is ~2/3 of `side` (~27 / 37 px), below large_face (48),
+    # so only the fine pass that runs on every 2nd detector run finds it; the tracker carries it between
+    frames, boxes = _moving_face_clip(samples_dir, side=side)
+    haar = HaarFaceDetector()
+    assert sum(len(haar.detect(f)) > 0 for f in frames) >= 0.5 * len(frames)  # findable at all
+    b = FaceBlurrer(FaceBlurConfig(detector="haar", small_face_every=2))  # the fast option
+    b.frame_rects = {}
+    list(b.process(frames))
+    cov = [_coverage(b.frame_rects[i], box) for i, box in enumerate(boxes)]
+    assert np.mean([c >= 0.9 for c in cov]) >= 0.9, [round(c, 2) for c in cov]
+
+
+def _write(frames, path, fps=25):
+    from wfm_platform.video import write_mp4
+
+    write_mp4(iter(frames), path, fps=fps)
+    return path
+
+
+def test_clip_without_faces_is_copied_not_reencoded(samples_dir, tmp_path):
+    # a bird, no people: nothing to blur, so the input's bytes are published as they are
+    frames = [f for _, f in iter_frames(samples_dir / "cockatoo.mp4", end=11, size=(320, 180))]
+    src = _write(frames, tmp_path / "bird.mp4")
+    g = PostGuard(unsafe_classifier=UnsafeClassifierTestDouble(from_frame=10**9))
+    out, v = g.apply(src, tmp_path / "bird.guarded.mp4")
+    assert v.allowed and out is not None, v.reasons
+    assert v.scores["faces"] == 0
+    assert out.read_bytes() == src.read_bytes()
+    # switched off: re-encoded (same frame count, different bytes)
+    g2 = PostGuard(PostGuardConfig(copy_when_unchanged=False), unsafe_classifier=g.unsafe_classifier)
+    out2, _ = g2.apply(src, tmp_path / "bird.reencoded.mp4")
+    assert out2.read_bytes() != src.read_bytes() and probe(out2).num_frames == 12
+
+
+def test_face_appearing_late_reencodes_every_frame(samples_dir, tmp_path):
+    frames, boxes = _moving_face_clip(samples_dir)
+    plain = [f for _, f in iter_frames(samples_dir / "vtest.avi", end=len(frames) - 1, size=(384, 288))]
+    mixed = plain[:8] + frames[8:]  # the face enters at frame 8: the prefix is decoded again
+    src = _write(mixed, tmp_path / "late.mp4")
+    g = PostGuard(unsafe_classifier=UnsafeClassifierTestDouble(from_frame=10**9))
+    out, v = g.apply(src, tmp_path / "late.guarded.mp4")
+    assert v.allowed and v.scores["faces"] >= 1, v.reasons
+    got = [f for _, f in iter_frames(out)]
+    orig = [f for _, f in iter_frames(src)]
+    assert len(got) == len(orig) == len(frames)
+    # the prefix survives (only encoder noise), the face region is blurred
+    assert np.abs(got[2].astype(int) - orig[2].astype(int)).mean() < 3
+    x0, y0, x1, y1 = boxes[15]
+    assert np.abs(got[15][y0:y1, x0:x1].astype(int) - orig[15][y0:y1, x0:x1].astype(int)).mean() > 8

@@ -44,6 +44,32 @@ class FaceBlurConfig(BaseModel):
         "faces below min_face * long_side / max_det_side px are then not guaranteed",
     )
     detect_every: int = Field(3, ge=1, description="run the detector on every k-th frame, track in between")
+    small_face_every: int = Field(
+        1,
+        ge=1,
+        description="Haar's fine pass for faces below large_face px (the costly part: most of "
+        "the cascade's windows are small) runs on every n-th detector run; 1 = every run. 2 cuts Haar's "
+        "cost ~30% but finds marginal 20 px faces less often (see bench/guardrails_faces.py)",
+    )
+    large_face: int = Field(
+        48,
+        ge=8,
+        description="faces at least this big (source px) are searched on EVERY detector run, "
+        "on a frame downscaled so they appear at the cascade's 20 px window",
+    )
+    small_face_side: int = Field(
+        1280,
+        ge=160,
+        description="the fine (small-face) pass runs on a frame of this long side at most: "
+        "1920 searches 1080p at full resolution for 20-30 px faces (the 1280 px detection frame misses them) "
+        "at ~1.5x Haar's cost on those runs",
+    )
+    hog_every: int = Field(
+        2,
+        ge=1,
+        description="dlib HOG runs on every n-th detector run (the tracker "
+        "carries its faces between runs); 1 = every run",
+    )
     profile: bool = False  # Haar profile cascade, both directions: ~4x the Haar time (see bench)
     scale_factor: float = Field(1.2, gt=1.0)
     min_neighbors: int = Field(3, ge=1)
@@ -144,29 +170,66 @@ class HaarFaceDetector:
         return c
 
     def detect(self, rgb: np.ndarray) -> Boxes:
+        """Every face >= min_face (after the max_det_side downscale)."""
+        return self.detect_scaled(rgb, small=True)
+
+    def detect_scaled(
+        self,
+        rgb: np.ndarray,
+        small: bool = True,
+        large_face: int | None = None,
+        small_side: int | None = None,
+    ) -> Boxes:
+        """Two passes (sizes in SOURCE pixels): a coarse one for faces >= large_face on a frame downscaled
+        so such a face fills the cascade's 20 px window (cheap: cost ~ pixels scanned), and, if `small`,
+        a fine one for faces min_face..large_face on a frame of long side <= small_side (default
+        max_det_side; the full 1080p frame finds the 20-30 px faces the 1280 px detection frame cannot).
+        large_face=None: the single pass of `detect`."""
         gray = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         h, w = gray.shape
         s = _det_scale(h, w, self.max_det_side)
+        if large_face is None:
+            mn = max(20, round(self.min_face * s))  # cascades' own window is 20x20
+            return merge_boxes(np.array(self._run(self._prep(gray, s), s, mn)).reshape(-1, 4))
+        sc = min(s, 20 / large_face)  # coarse: a large_face px face is 20 px here
+        found = self._run(self._prep(gray, sc), sc, 20)
+        if small:
+            sf = _det_scale(h, w, small_side or self.max_det_side)
+            mn, big = max(20, round(self.min_face * sf)), round(large_face * sf)
+            if big > mn:  # windows up to just past large_face: the passes overlap a little
+                found += self._run(self._prep(gray, sf), sf, mn, max_size=int(big * 1.2) + 1)
+        return merge_boxes(np.array(found).reshape(-1, 4))
+
+    @staticmethod
+    def _prep(gray: np.ndarray, s: float) -> np.ndarray:
+        h, w = gray.shape
         small = (
             cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
             if s < 1
             else gray
         )
-        small = cv2.equalizeHist(small)  # dim and low-contrast faces: what the cascades were trained on
-        mn = max(20, round(self.min_face * s))  # cascades' own window is 20x20
+        return cv2.equalizeHist(small)  # dim and low-contrast faces: what the cascades were trained on
+
+    def _run(self, img0: np.ndarray, s: float, mn: int, max_size: int | None = None) -> list[np.ndarray]:
         found: list[np.ndarray] = []
+        mx = (max_size, max_size) if max_size else None
         for kind, c in self.cascades:
             flips = (False, True) if kind == "profile" else (False,)  # profile cascade is one-sided
             for flip in flips:
-                img = cv2.flip(small, 1) if flip else small
+                img = cv2.flip(img0, 1) if flip else img0
+                kw = {"maxSize": mx} if mx else {}
                 r = c.detectMultiScale(
-                    img, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(mn, mn)
+                    img,
+                    scaleFactor=self.scale_factor,
+                    minNeighbors=self.min_neighbors,
+                    minSize=(mn, mn),
+                    **kw,
                 )
                 for x, y, bw, bh in np.asarray(r).reshape(-1, 4):
                     if flip:
                         x = img.shape[1] - x - bw
                     found.append(np.array([x, y, x + bw, y + bh], np.float64) / s)
-        return merge_boxes(np.array(found).reshape(-1, 4))
+        return found
 
 
 class DlibHogFaceDetector:
@@ -199,14 +262,51 @@ class DlibHogFaceDetector:
 
 
 class UnionFaceDetector:
-    """Several detectors on the same frame; boxes merged. Misses only what all of them miss."""
+    """Several detectors on the same frame; boxes merged. Misses only what all of them miss.
 
-    def __init__(self, detectors: list[FaceDetector]):
+    `detect_at(rgb, run)` is the cadenced form FaceBlurrer uses: detector i runs only when
+    run % every[i] == 0, and Haar does its costly small-face pass every `small_every`-th run."""
+
+    def __init__(
+        self,
+        detectors: list[FaceDetector],
+        every: list[int] | None = None,
+        small_every: int = 1,
+        large_face: int | None = None,
+        small_side: int | None = None,
+    ):
         self.detectors = detectors
+        self.every = every or [1] * len(detectors)
+        if len(self.every) != len(detectors) or min(self.every) < 1:
+            raise ValueError("UnionFaceDetector: `every` needs one cadence >= 1 per detector")
+        self.small_every, self.large_face, self.small_side = small_every, large_face, small_side
         self.name = "+".join(d.name for d in detectors)
 
     def detect(self, rgb: np.ndarray) -> Boxes:
         return merge_boxes(np.concatenate([d.detect(rgb) for d in self.detectors]).reshape(-1, 4))
+
+    def detect_at(self, rgb: np.ndarray, run: int) -> Boxes:
+        out = []
+        for d, n in zip(self.detectors, self.every):
+            if run % n:
+                continue
+            if isinstance(d, HaarFaceDetector) and self.large_face is not None:
+                out.append(
+                    d.detect_scaled(
+                        rgb,
+                        small=run % self.small_every == 0,
+                        large_face=self.large_face,
+                        small_side=self.small_side,
+                    )
+                )
+            else:
+                out.append(d.detect(rgb))
+        return merge_boxes(np.concatenate(out).reshape(-1, 4)) if out else np.zeros((0, 4))
+
+    @property
+    def period(self) -> int:
+        """Detector runs until every pass has run once: a new face may be found this many runs late."""
+        return int(np.lcm.reduce([*self.every, self.small_every if self.large_face is not None else 1]))
 
 
 class NudeNetFaceDetector:
@@ -241,12 +341,27 @@ def make_detector(cfg: FaceBlurConfig) -> FaceDetector:
         min_neighbors=cfg.min_neighbors,
         profile=cfg.profile,
     )
+    # two-pass Haar (coarse every run, fine every small_face_every-th) unless configured as one pass
+    two = cfg.large_face > cfg.min_face and (
+        cfg.small_face_every > 1 or cfg.small_face_side != cfg.max_det_side
+    )
+    large = cfg.large_face if two else None
     if cfg.detector == "haar":
-        return haar()
+        return UnionFaceDetector(
+            [haar()], small_every=cfg.small_face_every, large_face=large, small_side=cfg.small_face_side
+        )
     if cfg.detector == "dlib_hog":
-        return DlibHogFaceDetector(max_det_side=cfg.max_det_side)
-    # HOG (80 px window; upsampled once on frames <= 720 px) for turned/low-contrast faces, Haar (20 px) for small
-    return UnionFaceDetector([haar(), DlibHogFaceDetector(max_det_side=cfg.max_det_side)])
+        return UnionFaceDetector([DlibHogFaceDetector(max_det_side=cfg.max_det_side)], every=[cfg.hog_every])
+    # HOG (80 px window; upsampled once on frames <= 720 px) for turned/low-contrast faces, Haar (20 px) for
+    # small ones. Speed: Haar's large faces every run, its small faces and HOG every few runs (the tracker
+    # covers a face between the runs that see it).
+    return UnionFaceDetector(
+        [haar(), DlibHogFaceDetector(max_det_side=cfg.max_det_side)],
+        every=[1, cfg.hog_every],
+        small_every=cfg.small_face_every,
+        large_face=large,
+        small_side=cfg.small_face_side,
+    )
 
 
 @dataclass
@@ -405,15 +520,21 @@ class FaceBlurrer:
 
         cfg, k = self.cfg, self.cfg.detect_every
         tracker = FaceTracker(max_missed=cfg.max_missed, iou_match=cfg.iou_match, smooth=cfg.smooth)
-        backfill = max(cfg.backfill, k - 1)
+        # a face that only a sparse pass (small faces, HOG) can see is found up to period*k - 1 frames
+        # late: back-fill that far, and let tracks outlive the gap between the runs that see them
+        period = int(getattr(self.detector, "period", 1))
+        backfill = max(cfg.backfill, k * period - 1)
+        tracker.max_missed = max(cfg.max_missed, k * period + k)
         buf: deque[_Pending] = deque()
         last_det: int | None = None
         area_sum = 0.0
+        detect_at = getattr(self.detector, "detect_at", None)
 
         def detect_step(p: _Pending) -> None:
             nonlocal last_det
             t0 = time.perf_counter()
-            dets = self.detector.detect(p.frame)
+            run = self.stats.detector_runs
+            dets = detect_at(p.frame, run) if detect_at is not None else self.detector.detect(p.frame)
             self.stats.det_ms += (time.perf_counter() - t0) * 1000
             self.stats.detector_runs += 1
             self.stats.detections += len(dets)

@@ -15,9 +15,11 @@ video with that error as the reason and no output is published. A rejected video
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -47,6 +49,11 @@ class PostGuardConfig(BaseModel):
     )
     crf: int = Field(18, ge=0, le=51, description="H.264 quality of the guarded output")
     preset: str = "veryfast"
+    copy_when_unchanged: bool = Field(
+        True,
+        description="publish a byte copy of the input instead of re-encoding it when no frame was changed "
+        "(no face found), if the input is already silent H.264/yuv420p in mp4, unrotated",
+    )
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> PostGuardConfig:
@@ -226,9 +233,29 @@ class PostGuard:
         # Encode into a temp name: published only if the verdict allows it, discarded otherwise.
         tmp = dst.with_name(f".pending-{os.getpid()}-{dst.name}")
         n = 0
+        frames: Iterator[np.ndarray] = r.frames()
+        copied = False
+        if self._can_copy(info, r):
+            # Hold off the encoder until a frame is changed (a face blurred). Most curated clips have no
+            # face: then the input is published as is (no re-encode: faster, and no generation loss).
+            # Unchanged frames are not kept: on the first change the prefix is decoded again.
+            prefix, first = 0, None
+            for f in frames:
+                if r.blurrer is not None and r.blurrer.stats.frames_blurred:
+                    first = f
+                    break
+                prefix += 1
+            if first is None:
+                if r.frames_in and not (r.stopped_early or r.error):
+                    shutil.copyfile(video, tmp)
+                    n, copied = prefix, True
+            else:
+                again = (img for _, img in iter_frames(video, on_error="raise"))
+                frames = itertools.chain(itertools.islice(again, prefix), [first], frames)
         try:
-            with atomic_path(tmp) as t:
-                n = write_mp4(r.frames(), t, fps=info.fps, crf=self.cfg.crf, preset=self.cfg.preset)
+            if not copied:
+                with atomic_path(tmp) as t:
+                    n = write_mp4(frames, t, fps=info.fps, crf=self.cfg.crf, preset=self.cfg.preset)
         except ValueError:
             if r.frames_in == 0 or r.stopped_early or r.error:
                 n = 0  # nothing reached the encoder (rejected at frame 0): handled by the verdict below
@@ -242,8 +269,21 @@ class PostGuard:
             log.info("post-guard blocked %s: %s", video, "; ".join(v.reasons))
             return None, v
         os.replace(tmp, dst)
-        log.info("post-guard passed %s -> %s (%d frames)", video, dst, n)
+        log.info(
+            "post-guard passed %s -> %s (%d frames%s)", video, dst, n, ", copied: no face" if copied else ""
+        )
         return dst, v
+
+    def _can_copy(self, info: Any, r: PostGuardRun) -> bool:
+        """A byte copy is only equivalent to re-encoding for silent, unrotated H.264 yuv420p mp4 input."""
+        return (
+            self.cfg.copy_when_unchanged
+            and info.codec == "h264"
+            and "mp4" in info.container
+            and info.pix_fmt == "yuv420p"
+            and not info.rotation
+            and not info.has_audio  # re-encoding drops audio (voices are personal data too): keep that
+        )
 
 
 # ---- CLI (the lead mounts it: app.add_typer(postguard_app, name="postguard")) ----

@@ -79,6 +79,10 @@ class SemanticConfig(BaseModel):
     hard_threshold: float = 0.70
     concepts: dict[str, list[str]] = Field(default_factory=dict)
     benign: list[str] = Field(default_factory=list)
+    head_path: str | None = Field(
+        None, description="logistic-regression head on the prompt embedding (.npz from "
+        "bench/guardrails_train_head.py); relative paths are under the repo root; null = no head")
+    head_threshold: float | None = Field(None, ge=0, le=1, description="null = the threshold stored in the file")
 
 
 class AegisConfig(BaseModel):
@@ -459,6 +463,39 @@ def load_embedder(model_path: str):
         raise GuardError(f"semantic: cannot load the embedder at {p}: {type(e).__name__}: {e}") from e
 
 
+def embed_for_head(model, prompts: list[str]) -> np.ndarray:
+    """The features the LR head sees: normalized (de-leeted, joined) prompt text, MiniLM, unit length.
+    Shared by the stage and bench/guardrails_train_head.py so training and serving cannot drift."""
+    texts = [normalize(p).text or p for p in prompts]
+    return np.asarray(model.encode(texts, normalize_embeddings=True, batch_size=64), dtype=np.float32)
+
+
+class PromptHead:
+    """A linear head (coef, intercept, threshold) loaded from .npz; p = sigmoid(x . coef + intercept)."""
+
+    def __init__(self, path: str | os.PathLike, dim: int, threshold: float | None = None):
+        p = Path(path)
+        p = p if p.is_absolute() else REPO_ROOT / p
+        if not p.is_file():
+            raise GuardError(f"semantic: head file {p} is missing; run `python bench/guardrails_train_head.py` "
+                             "or set semantic.head_path: null")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                self.coef = np.asarray(z["coef"], np.float32)
+                self.intercept = float(z["intercept"])
+                stored = float(z["threshold"])
+        except Exception as e:
+            raise GuardError(f"semantic: head file {p} is unreadable: {type(e).__name__}: {e}") from e
+        if self.coef.shape != (dim,) or not np.all(np.isfinite(self.coef)):
+            raise GuardError(f"semantic: head {p} has coef shape {self.coef.shape}, the embedder gives {dim}; "
+                             "retrain it with bench/guardrails_train_head.py for this embedder")
+        self.threshold = float(threshold if threshold is not None else stored)
+        self.path = p
+
+    def prob(self, vecs: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(vecs @ self.coef + self.intercept)))
+
+
 _CLAUSES = re.compile(r"[.;:!?\n]+|,\s*(?:then|and then|after that)\s+")
 
 
@@ -486,6 +523,8 @@ class SemanticStage:
         self.concept_vecs = self._embed(texts)
         self.benign_texts = list(cfg.benign)
         self.benign_vecs = self._embed(self.benign_texts) if cfg.benign else np.zeros((0, self.concept_vecs.shape[1]))
+        dim = self.concept_vecs.shape[1]
+        self.head = PromptHead(cfg.head_path, dim, cfg.head_threshold) if cfg.head_path else None
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self.model.encode(texts, normalize_embeddings=True, batch_size=64), dtype=np.float32)
@@ -498,25 +537,35 @@ class SemanticStage:
 
     def scores(self, prompt: str) -> tuple[float, float, str, float]:
         """(harm similarity, benign similarity of that chunk, nearest concept, harm - benign)"""
+        h, b, label, margin, _ = self._scores(prompt)
+        return h, b, label, margin
+
+    def _scores(self, prompt: str) -> tuple[float, float, str, float, float]:
         chunks = self.chunks(normalize(prompt).text or prompt)
         v = self._embed(chunks)
+        # the head reads the whole prompt only (chunk 0): it was trained on whole prompts
+        hp = float(self.head.prob(v[:1])[0]) if self.head is not None else 0.0
         harm = v @ self.concept_vecs.T  # (chunks, concepts)
         ben = (v @ self.benign_vecs.T).max(axis=1) if len(self.benign_vecs) else np.zeros(len(chunks))
         # the decision uses the chunk with the largest margin over its benign similarity
         margins = harm.max(axis=1) - ben
         mi = int(np.argmax(margins))
         h = float(harm.max())
-        return h, float(ben[mi]), self.labels[int(np.argmax(harm[mi]))], float(margins[mi])
+        return h, float(ben[mi]), self.labels[int(np.argmax(harm[mi]))], float(margins[mi]), hp
 
     def check(self, prompt: str) -> StageResult:
-        h, b, label, margin = self.scores(prompt)
+        h, b, label, margin, hp = self._scores(prompt)
         c = self.cfg
         hm = float(max(0.0, h))
         # margin + b is the harm similarity of the chunk with the largest margin
         blocked = h >= c.hard_threshold or (margin >= c.margin and margin + b >= c.threshold)
         reasons = [f"semantic: close to '{label}' ({h:.2f}, benign {b:.2f})"] if blocked else []
-        return StageResult(self.name, allowed=not blocked, reasons=reasons,
-                           scores={self.name: hm, "benign": b, "margin": margin})
+        scores = {self.name: hm, "benign": b, "margin": margin}
+        if self.head is not None:
+            scores["head"] = hp
+            if hp >= self.head.threshold:
+                reasons.append(f"semantic head: harmful probability {hp:.2f} >= {self.head.threshold:.2f}")
+        return StageResult(self.name, allowed=not reasons, reasons=reasons, scores=scores)
 
 
 # ----------------------------------------------------------------------------------------------------------
