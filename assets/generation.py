@@ -1,15 +1,25 @@
 """Generation assets: the synthetic-data loop.
 
 generated_videos [prompt set]   one guarded Text2World video per prompt of configs/prompts/<set>.yaml,
-                                written as a NEW upload batch `gen-<set>-<run>` (mp4s first, `_READY`
-                                last) so the upload sensor sends it back through curation.
+                                written as a NEW upload batch `gen-<set>-<run>` (each mp4 with a sidecar
+                                `{stem}.json` holding its prompt, model, checkpoint and seed; `_READY` last)
+                                so the upload sensor sends it back through curation, where the prompt
+                                becomes the clip's caption.
+
+Lineage: generated_videos depends on diffusion_wfm and autoregressive_wfm and, by default, generates with
+the LATEST trained checkpoint of the configured family / preset (`{asset}/{preset}/latest.json` in the
+store). Untrained weights only with `allow_untrained: true` (pipeline tests); `model` names a checkpoint
+folder explicitly.
 """
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 
+from assets.models import autoregressive_wfm, diffusion_wfm
 from resources import StorageResource
 from wfm_platform.models.generate import PROMPTS_DIR, prompt_set_names
 
@@ -17,8 +27,15 @@ prompt_sets = dg.StaticPartitionsDefinition(prompt_set_names(PROMPTS_DIR))
 GROUP = "generation"
 
 
+FAMILY_ASSET = {"diffusion": "diffusion_wfm", "autoregressive": "autoregressive_wfm"}
+DEFAULT_PRESET = {"diffusion": "diffusion-tiny", "autoregressive": "ar-tiny"}
+
+
 class GeneratedVideosConfig(dg.Config):
-    model: str = ""  # checkpoint folder or preset; "" = $WFM_GENERATION_MODEL, else diffusion-tiny (untrained)
+    family: Literal["diffusion", "autoregressive"] = "diffusion"  # which world-model asset to generate with
+    preset: str = ""  # "" = diffusion-tiny / ar-tiny; the latest trained checkpoint of it is used
+    model: str = ""  # a checkpoint folder, overriding the latest one; "" = $WFM_GENERATION_MODEL, else latest
+    allow_untrained: bool = False  # no trained checkpoint: use the untrained preset (pipeline tests only)
     max_prompts: int = 0  # 0: every prompt of the set
     seed: int = 0  # prompt i gets seed + i
     frames: int = 0  # 0: configs/inference.yaml
@@ -30,8 +47,51 @@ class GeneratedVideosConfig(dg.Config):
     device: str = ""  # "" = the YAML's (auto)
 
 
+def resolve_model(store, config: GeneratedVideosConfig, stack: contextlib.ExitStack, log) -> dict:
+    """What to generate with: {"spec" (for load_world_model), "preset", "checkpoint", "version", "dataset",
+    "untrained"}. dg.Failure saying what to do when there is no trained checkpoint and untrained is not allowed."""
+    from wfm_platform.models import presets
+
+    explicit = config.model or os.environ.get("WFM_GENERATION_MODEL", "")
+    if explicit:
+        if Path(explicit).exists():
+            return {"spec": explicit, "preset": "", "checkpoint": explicit, "version": "", "dataset": "",
+                    "untrained": False}
+        if not config.allow_untrained:
+            raise dg.Failure(f"model {explicit!r} is not a checkpoint folder; a preset name means untrained "
+                             "weights: give a trained checkpoint folder, leave model empty to use the latest "
+                             "trained one, or set allow_untrained: true for a pipeline test")
+        return {"spec": explicit, "preset": explicit, "checkpoint": "", "version": "", "dataset": "",
+                "untrained": True}
+    asset, preset = FAMILY_ASSET[config.family], config.preset or DEFAULT_PRESET[config.family]
+    try:
+        family_of, _ = presets.load_preset(preset)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        raise dg.Failure(f"unknown preset {preset!r} ({e}); see `wfm models list`") from e
+    if family_of != config.family:
+        raise dg.Failure(f"preset {preset} is in the {family_of} family; set family: {family_of}")
+    latest_rel = f"{asset}/{preset}/latest.json"
+    if store.exists(latest_rel):
+        latest = store.read_json(latest_rel)
+        model_rel = f"{store.rel(latest['uri'])}/model.pt"
+        if not store.exists(model_rel):
+            raise dg.Failure(f"{store.uri(latest_rel)} points at {latest['uri']}, which has no model.pt: "
+                             f"materialize {asset} (preset {preset}) again")
+        # a local store gives the file itself; a remote one a temp download kept for the whole run
+        local = stack.enter_context(store.local_copy(model_rel))
+        return {"spec": str(local), "preset": preset, "checkpoint": latest["uri"], "version": latest["version"],
+                "dataset": latest.get("dataset") or "", "untrained": False}
+    if not config.allow_untrained:
+        raise dg.Failure(f"no trained {preset} checkpoint ({store.uri(latest_rel)} does not exist): materialize "
+                         f"{asset} first (config preset: {preset}, dataset: NAME@VERSION), or train one with "
+                         f"`wfm train {config.family}`; set allow_untrained: true only to test the pipeline")
+    log.warning(f"no trained {preset} checkpoint: generating with UNTRAINED weights (allow_untrained)")
+    return {"spec": preset, "preset": preset, "checkpoint": "", "version": "", "dataset": "", "untrained": True}
+
+
 @dg.asset(
     partitions_def=prompt_sets,
+    deps=[diffusion_wfm, autoregressive_wfm],  # the one read is config.family's (recorded in metadata)
     group_name=GROUP,
     kinds={"pytorch"},
     code_version="1",
@@ -44,6 +104,8 @@ class GeneratedVideosConfig(dg.Config):
                           description="_READY exists and was written after every video of the batch"),
         dg.AssetCheckSpec("videos_decodable", asset="generated_videos",
                           description="every written mp4 decodes with the asked frame count and size"),
+        dg.AssetCheckSpec("sidecars_match", asset="generated_videos", blocking=True,
+                          description="every written mp4 has a {stem}.json sidecar with its prompt and seed"),
     ],
 )
 def generated_videos(
@@ -57,7 +119,6 @@ def generated_videos(
 
     name = context.partition_key
     ps = load_prompt_set(name)
-    model = config.model or os.environ.get("WFM_GENERATION_MODEL") or "diffusion-tiny"
     batch = f"gen-{name}-{context.run_id[:8]}"
     uploads, store = storage.uploads(), storage.store()
     overrides = {k: v for k, v in {"frames": config.frames, "width": config.width, "height": config.height,
@@ -66,15 +127,20 @@ def generated_videos(
     def progress(done: int, total: int) -> None:
         context.log.info(f"{name}: {done}/{total} prompts")
 
-    try:
-        run = generate_prompt_set(ps, uploads, batch, model=model, max_prompts=config.max_prompts, seed=config.seed,
-                                  config=config.inference_config or None, progress=progress, **overrides)
-    except GenerationError as e:
-        raise dg.Failure(str(e)) from e
+    with contextlib.ExitStack() as stack:
+        src = resolve_model(store, config, stack, context.log)
+        model = src["spec"]
+        context.log.info(f"generating with {src['checkpoint'] or model} (trained on {src['dataset'] or '-'})")
+        try:
+            run = generate_prompt_set(ps, uploads, batch, model=model, max_prompts=config.max_prompts,
+                                      seed=config.seed, config=config.inference_config or None, progress=progress,
+                                      model_name=src["preset"] or None, checkpoint=src["checkpoint"], **overrides)
+        except GenerationError as e:
+            raise dg.Failure(str(e)) from e
     first = run.results[0]
     if first.get("untrained"):
         context.log.warning(f"{model}: untrained weights, the videos are noise (pipeline test only)")
-    store.write_json(f"generated_videos/{name}/{batch}.json", run.model_dump())
+    store.write_json(f"generated_videos/{name}/{batch}.json", {**run.model_dump(), "source": src})
 
     # checks: _READY last, every video decodable with the asked shape
     keys = [w["key"] for w in run.written]
@@ -83,6 +149,14 @@ def generated_videos(
     if ready_ok and uploads.is_local:
         ready_t = uploads.local_path(ready_key).stat().st_mtime_ns
         ready_ok = all(uploads.local_path(k).stat().st_mtime_ns <= ready_t for k in keys)
+    bad_sidecars = []
+    for w in run.written:  # the sidecar the curation captions read: present, with this video's prompt
+        try:
+            side = uploads.read_json(w["sidecar"])
+            if (side.get("prompt"), side.get("seed"), side.get("generated")) != (w["prompt"], w["seed"], True):
+                bad_sidecars.append(f"{w['sidecar']}: does not match what was generated")
+        except (OSError, ValueError) as e:  # missing, unreadable or not JSON
+            bad_sidecars.append(f"{w['sidecar']}: {e}")
     bad, thumbs = [], []
     for k, res in zip(keys, run.results):
         with uploads.local_copy(k) as p:
@@ -97,7 +171,11 @@ def generated_videos(
         metadata={
             "batch": batch,
             "uploads_uri": dg.MetadataValue.url(run.uploads_uri) if "://" in run.uploads_uri else run.uploads_uri,
-            "model": model,
+            "model": src["preset"] or model,
+            "family": first.get("family", ""),
+            "checkpoint": src["checkpoint"] or "(untrained preset)",
+            "checkpoint_version": src["version"],
+            "trained_on": src["dataset"],  # the dataset version the checkpoint was trained on
             "untrained": bool(first.get("untrained")),
             "device": first.get("device", ""),
             "num_prompts": len(run.written) + len(run.refused) + len(run.rejected),
@@ -116,6 +194,9 @@ def generated_videos(
             dg.AssetCheckResult(check_name="batch_ready", passed=ready_ok, metadata={"marker": ready_key}),
             dg.AssetCheckResult(check_name="videos_decodable", passed=not bad,
                                 metadata={"problems": dg.MetadataValue.json(bad), "videos": len(keys)}),
+            dg.AssetCheckResult(check_name="sidecars_match", passed=not bad_sidecars,
+                                metadata={"problems": dg.MetadataValue.json(bad_sidecars),
+                                          "sidecars": len(run.written)}),
         ],
     )
 

@@ -3,6 +3,8 @@
 diffusion_wfm        a DiT over continuous tokenizer latents   (preset diffusion-tiny by default)
 autoregressive_wfm   a decoder-only transformer over DV tokens (preset ar-tiny by default)
 
+Lineage: both read a dataset version (config `dataset`: NAME@VERSION, or NAME for its latest version; the
+exact version read is recorded) and so depend on dataset_versions; tokenizer_checkpoint gives the tokenizer.
 Each materialization is a new versioned checkpoint folder `{root}/{asset}/{preset}/{version}/` (model.pt,
 loss.jsonl, train_config.yaml) plus `{root}/{asset}/{preset}/latest.json`; its metadata shows the loss
 curve, the parameter count, the exact dataset version and a sample preview (a short clip generated from a
@@ -18,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from assets.curation import webdataset_shards
+from assets.datasets import dataset_versions
 from assets.tokenizer import tokenizer_checkpoint
 from resources import StorageResource
 from wfm_platform import report
@@ -28,7 +30,9 @@ GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": 
 
 
 class WorldModelTrainRun(dg.Config):
-    dataset: str  # NAME@VERSION (`wfm dataset list`); NAME alone: its latest version, recorded exactly
+    # NAME@VERSION (`wfm dataset list`); NAME alone: its latest version, recorded exactly. The default is
+    # dataset_versions' default name.
+    dataset: str = "curated"
     preset: str = ""  # configs/models/<preset>.yaml; empty: diffusion-tiny / ar-tiny
     config_path: str = "configs/train/world_tiny.yaml"  # TrainConfig YAML, relative to the repo root
     steps: int = 0  # 0: the YAML's steps
@@ -77,7 +81,7 @@ def _train_world_model(context: dg.AssetExecutionContext, config: WorldModelTrai
     text_encoder = load_text_encoder(cfg.text_encoder)
     with tempfile.TemporaryDirectory() as tmp:
         # train next to the data on a local store; elsewhere in a temp folder, then upload the checkpoint
-        out = store.local_path(rel) if store.is_local else Path(tmp) / "run"
+        out = store.local_path(rel) if store.is_plain_local else Path(tmp) / "run"
         try:
             r = train(family, preset, cfg, config.dataset, out, steps=config.steps or None, store=store,
                       init=config.init or None, text_encoder=text_encoder,
@@ -99,12 +103,12 @@ def _train_world_model(context: dg.AssetExecutionContext, config: WorldModelTrai
             tok = load_data_tokenizer(model.config, tok_ckpt, "cpu")
             preview = preview_jpeg(model, tok, text_encoder, config.preview_prompt, num_frames=cfg.num_frames,
                                    size=tuple(cfg.size), steps=config.preview_steps)
-        if not store.is_local:
+        if not store.is_plain_local:
             for f in ("model.pt", "loss.jsonl", "train_config.yaml"):
                 store.put_file(out / f, f"{rel}/{f}")
     uri = store.uri(rel)
     store.write_json(f"{asset}/{preset}/latest.json", {"version": version, "uri": uri, "dataset": r.dataset,
-                                                       "step": r.step})
+                                                       "step": r.step, "preset": preset, "family": family})
     losses = r.losses
     finite = bool(losses) and all(math.isfinite(v) for v in losses)
     first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))
@@ -148,7 +152,8 @@ def _checks(asset: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
-_DEPS = [dg.AssetDep(webdataset_shards, partition_mapping=dg.AllPartitionMapping()),
+# training reads a dataset version (its shards, encoded on the fly by the tokenizer), not video_tokens
+_DEPS = [dg.AssetDep(dataset_versions),
          dg.AssetDep(tokenizer_checkpoint, partition_mapping=dg.AllPartitionMapping())]
 
 

@@ -337,22 +337,27 @@ def test_generated_videos_asset_lands_a_ready_batch_the_sensor_sees(tmp_path, da
 
     assert set(prompt_sets.get_partition_keys()) == set(prompt_set_names())
     storage = StorageResource(root_uri=str(tmp_path / "store"), uploads_uri=str(tmp_path / "uploads"))
-    cfg = {"model": "diffusion-tiny", "max_prompts": 2, "frames": 9, "width": 64, "height": 32, "steps": 1, "fps": 8}
+    # no trained checkpoint in this store: the untrained preset, opted into explicitly
+    cfg = {"allow_untrained": True, "max_prompts": 2, "frames": 9, "width": 64, "height": 32, "steps": 1, "fps": 8}
     with dg.instance_for_test() as instance:
         result = dg.materialize(GENERATION_ASSETS, partition_key="zoos", resources={"storage": storage},
                                 instance=instance, run_config={"ops": {"generated_videos": {"config": cfg}}})
         assert result.success
         md = result.get_asset_materialization_events()[0].materialization.metadata
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks == {"batch_ready": True, "videos_decodable": True}
+        assert checks == {"batch_ready": True, "videos_decodable": True, "sidecars_match": True}
         batch = md["batch"].value
         assert batch.startswith("gen-zoos-") and md["num_written"].value == 2 and md["untrained"].value is True
         up = storage.uploads()
         files = sorted(up.list(batch))
         mp4s = [k for k in files if k.endswith(".mp4")]
-        assert len(mp4s) == 2 and f"{batch}/_READY" in files and len(files) == 3
+        sidecars = [k for k in files if k.endswith(".json")]
+        assert len(mp4s) == 2 and f"{batch}/_READY" in files and len(files) == 5
+        assert sidecars == [k[:-4] + ".json" for k in mp4s]  # each video's prompt, for curation's captions
+        side = up.read_json(sidecars[0])
+        assert side["generated"] is True and side["checkpoint"] == "" and side["model"] == "diffusion-tiny"
         ready_t = up.local_path(f"{batch}/_READY").stat().st_mtime_ns
-        assert all(up.local_path(k).stat().st_mtime_ns <= ready_t for k in mp4s)  # _READY last
+        assert all(up.local_path(k).stat().st_mtime_ns <= ready_t for k in mp4s + sidecars)  # _READY last
         assert storage.store().exists(f"generated_videos/zoos/{batch}.json")
 
         with dg.build_sensor_context(instance=instance, resources={"storage": storage}) as ctx:

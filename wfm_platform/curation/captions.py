@@ -88,6 +88,19 @@ class Caption:
                 "details": self.details}
 
 
+PROMPT_NAME = "prompt"  # the "captioner" of a clip captioned by its upload's sidecar prompt
+
+
+def prompt_caption(prompt: str) -> Caption:
+    """The caption of a video that came with its prompt (a generated video's sidecar): the prompt itself.
+
+    Why: the prompt is what the video was generated FROM, a better text pair than any offline caption."""
+    text = " ".join(prompt.split())
+    if not text:
+        raise CaptionError("the sidecar prompt is empty; remove it or give the video a prompt")
+    return Caption(text=text, captioner=PROMPT_NAME, frames_used=[], details={"source": "prompt"})
+
+
 @runtime_checkable
 class Captioner(Protocol):
     name: str

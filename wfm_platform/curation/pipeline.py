@@ -24,6 +24,7 @@ import numpy as np
 
 from ..ids import clip_id as make_clip_id
 from ..ids import file_digest, video_id
+from ..storage.errors import TransientStorageError
 from ..storage.objectstore import ObjectStore
 from ..video import VideoError, probe
 from ..video.encode import transcode_segments
@@ -92,8 +93,13 @@ def stage_raw_videos(
     progress: Progress | None = None,
 ) -> dict:
     """Probe every file of the batch by content, copy usable videos into the store, register all."""
+    from .uploads import read_sidecar, split_sidecars
+
     source = ObjectStore(source_uri)
-    files = list_batch_files(source, cfg.video_extensions)
+    # [sidecars] `{stem}.json` next to a video is its metadata (prompt of a generated video), not a video
+    files, sidecars, orphans = split_sidecars(list_batch_files(source))
+    if cfg.video_extensions:
+        files = [f for f in files if Path(f).suffix.lower() in {e.lower() for e in cfg.video_extensions}]
     rows: list[dict] = []
     seen: dict[str, str] = {}
     for i, rel in enumerate(files):
@@ -113,6 +119,14 @@ def stage_raw_videos(
                     store.put_file(local, stored)
                 row.update(uri=store.uri(stored), status="ok", reason="")
                 seen[digest] = rel
+            if rel in sidecars:  # [sidecars] a bad sidecar is reported; the video itself stays usable
+                try:
+                    row.update(sidecar=read_sidecar(source, sidecars[rel]), sidecar_uri=source.uri(sidecars[rel]))
+                except (OSError, ValueError) as e:  # missing, unreadable, not JSON, wrong fields
+                    row["sidecar_error"] = str(e)
+                    log.warning("raw_videos %s: %s", rel, row["sidecar_error"])
+        except TransientStorageError:
+            raise  # a storage outage fails the step (Dagster retries it); it never drops data
         except Exception as e:  # one bad file never stops the batch
             row.update(status="rejected", reason=_reason(e))
             row.setdefault("video_id", "")
@@ -121,6 +135,13 @@ def stage_raw_videos(
         _tick(progress, i + 1, len(files))
     if catalog is not None:
         catalog.upsert_videos([_video_catalog_row(r) for r in rows if r.get("video_id")])
+        # [sidecars] generated videos say so in the catalog: generated, prompt, model, checkpoint, seed
+        catalog.upsert_metadata([{"entity_type": "video", "entity_id": r["video_id"], "video_id": r["video_id"],
+                                  "key": k, "value": v} for r in rows if r["status"] == "ok" and "sidecar" in r
+                                 for k, v in {**r["sidecar"], "sidecar_uri": r["sidecar_uri"]}.items()])
+    if orphans:
+        log.warning("raw_videos %s: %d sidecar(s) without a video of the same name: %s", partition, len(orphans),
+                    ", ".join(orphans[:5]))
     manifest = {
         "asset": "raw_videos",
         "partition": partition,
@@ -130,6 +151,8 @@ def stage_raw_videos(
         "num_files": len(rows),
         "num_ok": sum(r["status"] == "ok" for r in rows),
         "num_rejected": sum(r["status"] != "ok" for r in rows),
+        "num_sidecars": sum("sidecar" in r for r in rows),  # [sidecars]
+        "orphan_sidecars": orphans,
     }
     store.write_json(manifest_rel("raw_videos", partition), manifest)
     return manifest
@@ -247,7 +270,7 @@ def stage_clips(
                     for s, rel in todo:
                         # Local store: each clip is committed (renamed) as soon as its last frame is
                         # encoded, so a crash keeps finished clips. Remote: staged, uploaded at the end.
-                        dst = store.local_path(rel) if store.is_local else stack.enter_context(store.staged(rel))
+                        dst = store.local_path(rel) if store.is_plain_local else stack.enter_context(store.staged(rel))
                         segs.append((s.start_frame, s.end_frame, dst))
                     written = transcode_segments(
                         local,
@@ -271,12 +294,16 @@ def stage_clips(
                 for r in rows:
                     r.update(width=w, height=h, status="clipped")
                 clips.extend(rows)
+        except TransientStorageError:
+            raise  # a storage outage fails the step (Dagster retries it); it never drops data
         except Exception as e:
             failed.append({"video_id": v["video_id"], "source_uri": v["source_uri"], "reason": _reason(e)})
             log.warning("clips %s: %s", v["source_uri"], _reason(e))
         _tick(progress, i + 1, len(videos))
     if catalog is not None and clips:
         catalog.upsert_clips([_clip_catalog_row(c) for c in clips])
+        catalog.upsert_frames([_frame_row(c, (c["end_frame"] - c["start_frame"]) // 2, "thumbnail",
+                                          uri=c["thumbnail_uri"]) for c in clips])
     manifest = {
         "asset": "clips",
         "partition": partition,
@@ -329,6 +356,8 @@ def clip_complete(store: ObjectStore, rel: str, frames: int) -> bool:
     try:
         with store.local_copy(rel) as p:
             return probe(p, count_frames=True).num_frames == frames
+    except TransientStorageError:
+        raise  # a storage outage fails the step (Dagster retries it); it never drops data
     except Exception:
         return False
 
@@ -336,6 +365,13 @@ def clip_complete(store: ObjectStore, rel: str, frames: int) -> bool:
 _CLIP_COLS = (
     "clip_id video_id partition start_frame end_frame fps duration_s width height uri status"
 ).split()
+
+
+def _frame_row(c: dict, index: int, kind: str, **extra) -> dict:
+    """A catalog `frames` row: frame `index` of clip c (counted in the clip) and why it was used."""
+    return {"clip_id": c["clip_id"], "video_id": c.get("video_id"), "partition": c.get("partition"), "kind": kind,
+            "frame_index": int(index), "source_frame": int(c["start_frame"]) + int(index),
+            "timestamp_s": round(int(index) / float(c["fps"]), 4), **extra}
 
 
 def _clip_catalog_row(c: dict, **extra) -> dict:
@@ -366,6 +402,8 @@ def stage_clip_scores(
             else:
                 with store.local_copy(store.rel(c["uri"])) as p:
                     scores[c["clip_id"]] = score_clip(p, fps=c["fps"], config=fcfg, ocr=ocr)
+        except TransientStorageError:
+            raise  # a storage outage fails the step (Dagster retries it); it never drops data
         except Exception as e:
             errors.append({"clip_id": c["clip_id"], "reason": _reason(e)})
             log.warning("clip_scores %s: %s", c["clip_id"], _reason(e))
@@ -412,6 +450,9 @@ def stage_filtered_clips(store: ObjectStore, catalog, partition: str, cfg: Pipel
         ]
         if rows:
             catalog.upsert_clips(rows)
+            catalog.upsert_metadata([{"entity_type": "clip", "entity_id": c["clip_id"], "clip_id": c["clip_id"],
+                                      "video_id": c["video_id"], "key": "video_type", "value": s["video_type"]}
+                                     for c in clips if "video_type" in (s := scored["scores"].get(c["clip_id"], {}))])
     reason_counts = Counter(r.split(" ", 1)[0] for c in rejected for r in c["reasons"])
     manifest = {
         "asset": "filtered_clips",
@@ -434,20 +475,32 @@ def stage_filtered_clips(store: ObjectStore, catalog, partition: str, cfg: Pipel
 def stage_captions(
     store: ObjectStore, catalog, partition: str, captioner, progress: Progress | None = None
 ) -> dict:
+    from .captions import prompt_caption
+
     passed = read_stage(store, "filtered_clips", partition)["passed"]
     scores = read_stage(store, "clip_scores", partition)["scores"]
+    # [sidecars] a video uploaded with a prompt (generated videos) is captioned by that prompt
+    prompts = {v["video_id"]: v["sidecar"]["prompt"] for v in read_stage(store, "raw_videos", partition)["videos"]
+               if v["status"] == "ok" and (v.get("sidecar") or {}).get("prompt", "").strip()}
     captions: dict[str, dict] = {}
     errors: list[dict] = []
     for i, c in enumerate(passed):
         hints = dict(scores.get(c["clip_id"], {}), duration_s=c["duration_s"])
         try:
-            with store.local_copy(store.rel(c["uri"])) as p:
-                cap = captioner.caption(p, fps=c["fps"], hints=hints)
+            if c.get("video_id") in prompts:
+                cap = prompt_caption(prompts[c["video_id"]])
+            else:
+                with store.local_copy(store.rel(c["uri"])) as p:
+                    cap = captioner.caption(p, fps=c["fps"], hints=hints)
             captions[c["clip_id"]] = {
                 "text": cap.text,
                 "captioner": cap.captioner,
                 "frames_used": list(cap.frames_used),
+                # [sidecars] "prompt" (the upload's sidecar) or "captioner"
+                "source": (getattr(cap, "details", None) or {}).get("source", "captioner"),
             }
+        except TransientStorageError:
+            raise  # a storage outage fails the step (Dagster retries it); it never drops data
         except Exception as e:
             errors.append({"clip_id": c["clip_id"], "reason": _reason(e)})
             log.warning("captions %s: %s", c["clip_id"], _reason(e))
@@ -457,6 +510,9 @@ def stage_captions(
         catalog.upsert_clips(
             [{"clip_id": cid, "caption": c["text"], "captioner": c["captioner"]} for cid, c in captions.items()]
         )
+        by_id = {c["clip_id"]: c for c in passed}
+        catalog.upsert_frames([_frame_row(by_id[cid], i, "caption") for cid, c in captions.items()
+                               for i in c["frames_used"]])
     manifest = {
         "asset": "captions",
         "partition": partition,
@@ -465,6 +521,7 @@ def stage_captions(
         "captions": captions,
         "errors": errors,
         "num_captioned": len(captions),
+        "num_from_prompt": sum(c["source"] == "prompt" for c in captions.values()),  # [sidecars]
     }
     store.write_json(manifest_rel("captions", partition), manifest)
     return manifest
@@ -490,6 +547,8 @@ def stage_clip_embeddings(
                 raise ValueError("embedding has non-finite values")
             ids.append(c["clip_id"])
             vecs.append(v)
+        except TransientStorageError:
+            raise  # a storage outage fails the step (Dagster retries it); it never drops data
         except Exception as e:
             errors.append({"clip_id": c["clip_id"], "reason": _reason(e)})
             log.warning("clip_embeddings %s: %s", c["clip_id"], _reason(e))
@@ -634,10 +693,16 @@ def stage_guarded_clips(
                 clips.append({**row, "uri": store.uri(rel), "guarded": True})
             else:
                 rejected.append(row)
+        except TransientStorageError:
+            raise  # a storage outage fails the step (Dagster retries it); it never drops data
         except Exception as e:  # fail closed: a clip the guard could not check stays out of the shards
             errors.append({"clip_id": cid, "reason": _reason(e)})
             log.warning("guarded_clips %s: %s", cid, _reason(e))
         _tick(progress, i + 1, len(kept))
+    if catalog is not None and (clips or rejected):
+        catalog.upsert_metadata([{"entity_type": "clip", "entity_id": r["clip_id"], "clip_id": r["clip_id"],
+                                  "video_id": passed[r["clip_id"]].get("video_id"), "key": k, "value": r.get(k)}
+                                 for r in clips + rejected for k in ("faces_blurred", "reasons") if k in r])
     if catalog is not None and (rejected or errors):
         catalog.upsert_clips(
             [{"clip_id": r["clip_id"], "status": "rejected", "reasons": json.dumps(r["reasons"])} for r in rejected]

@@ -24,7 +24,6 @@ whole; `verify_shards` reports it as a sha256 mismatch).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import webdataset
 
+from ..ids import file_digest
 from ..storage.objectstore import ObjectStore
 from ..video import VideoError, probe
 
@@ -252,14 +252,6 @@ def _write_tar(dst: Path, samples: Sequence[_Prepared]) -> None:
                 sink.write({"__key__": p.clip_id, "json": p.json_bytes, "mp4": mp4, "txt": p.caption_bytes})
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _shard_rels(store: ObjectStore, prefix: str) -> list[str]:
     """Shard files currently under prefix (relative to prefix), by name pattern."""
     prefix = prefix.strip("/")
@@ -304,7 +296,7 @@ def write_shards(
             with store.staged(rel) as tmp:
                 _write_tar(tmp, shard)
                 # Hash the staged file: it is local even when the store is remote.
-                sha, nbytes = _file_sha256(tmp), tmp.stat().st_size
+                sha, nbytes = file_digest(tmp), tmp.stat().st_size
             uri = store.uri(rel)
             written.add(rel_in_prefix)
             uris.append(uri)
@@ -441,7 +433,7 @@ def verify_shards(store: ObjectStore, manifest: dict) -> list[str]:
             size = local.stat().st_size
             if size != entry.get("bytes"):
                 problems.append(f"{uri}: {size} bytes, manifest says {entry.get('bytes')}")
-            if _file_sha256(local) != entry.get("sha256"):
+            if file_digest(local) != entry.get("sha256"):
                 problems.append(f"{uri}: sha256 mismatch")
             problems.extend(_check_tar(local, uri, entry))
     return problems

@@ -13,10 +13,62 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from ..storage.objectstore import ObjectStore
 from .pipeline import READY_MARKER
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# Sidecars: `{stem}.json` next to `{stem}.mp4` (any video suffix) in a batch is metadata about that video,
+# not a video. generated_videos writes one per video: {"prompt", "model", "checkpoint", "seed", "generated"};
+# curation captions such a video with its prompt and marks it generated in the catalog.
+SIDECAR_SUFFIX = ".json"
+
+
+class UploadSidecar(BaseModel):
+    """What a sidecar may say about its video; unknown keys are kept (carried into the raw_videos row)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str | None = None  # used as the video's caption (caption source "prompt") when non-empty
+    model: str = ""
+    checkpoint: str = ""
+    seed: int | None = None
+    generated: bool = False
+
+
+def sidecar_key(video_key: str) -> str:
+    """The sidecar key of a video key: `batch/001-x.mp4` -> `batch/001-x.json`."""
+    return str(Path(video_key).with_suffix(SIDECAR_SUFFIX).as_posix())
+
+
+def split_sidecars(keys: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
+    """(video candidates, {video key: sidecar key}, sidecars with no video of the same stem).
+
+    Every `.json` is a sidecar, never a video candidate (so it is not probed and rejected as a broken video).
+    """
+    side = {k for k in keys if k.lower().endswith(SIDECAR_SUFFIX)}
+    videos = [k for k in keys if k not in side]
+    by_stem = {str(Path(k).with_suffix("").as_posix()): k for k in side}
+    pairs = {v: by_stem[s] for v in videos if (s := str(Path(v).with_suffix("").as_posix())) in by_stem}
+    orphans = sorted(side - set(pairs.values()))
+    return videos, pairs, orphans
+
+
+def read_sidecar(store: ObjectStore, key: str) -> dict:
+    """A sidecar's validated content; ValueError saying what is wrong with it."""
+    import json
+
+    try:
+        return UploadSidecar.model_validate(json.loads(store.read_bytes(key))).model_dump(exclude_none=True)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"sidecar {key} is not valid JSON ({e}); write an object like "
+                         '{"prompt": "...", "generated": true}') from e
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "top level"
+        raise ValueError(f"sidecar {key}: {where}: {err['msg']}") from e
 
 
 def valid_batch_name(name: str) -> bool:

@@ -708,7 +708,7 @@ def load_prompt_set(name: str, folder: str | os.PathLike | None = None) -> Promp
 class PromptSetRun(BaseModel):
     batch: str
     uploads_uri: str
-    written: list[dict] = []   # {"key", "prompt", "seed", "faces_blurred", "seconds"}
+    written: list[dict] = []   # {"key", "sidecar", "prompt", "seed", "faces_blurred", "seconds"}
     refused: list[dict] = []   # {"prompt", "reasons"} (pre-guard)
     rejected: list[dict] = []  # {"prompt", "reasons"} (post-guard)
     results: list[dict] = []   # GenerationResult dumps of the written videos
@@ -718,17 +718,25 @@ class PromptSetRun(BaseModel):
 def generate_prompt_set(ps: PromptSet, uploads, batch: str, *, model: str, max_prompts: int = 0,
                         seed: int = 0, config: InferenceConfig | str | os.PathLike | None = None,
                         generator: Generator | None = None, progress: Callable[[int, int], None] | None = None,
+                        model_name: str | None = None, checkpoint: str | None = None,
                         **overrides: Any) -> PromptSetRun:
     """Generate one video per prompt into `{uploads}/{batch}/NNN-<slug>.mp4`, then write `_READY` LAST
     (the upload rule of curation/uploads.py), so the upload sensor curates them as a new batch.
 
+    Each video gets a sidecar `NNN-<slug>.json` {"prompt", "model", "checkpoint", "seed", "generated": true}
+    written before the video: curation captions the video with its prompt and marks it generated.
+    model_name / checkpoint: what the sidecars record (default: the model's preset, and `model` itself
+    when it is a checkpoint folder, "" for an untrained preset); pass the store URI of a checkpoint that
+    was copied locally so the record points at the real one.
+
     Refused prompts and rejected outputs are skipped and reported. If nothing was written, no `_READY`
     is written either and GenerationError is raised (an empty batch must not reach curation).
     """
+    import json
     import tempfile
 
     from ..curation.pipeline import READY_MARKER
-    from ..curation.uploads import valid_batch_name
+    from ..curation.uploads import UploadSidecar, sidecar_key, valid_batch_name
 
     if not valid_batch_name(batch):
         raise GenerationError(f"batch name {batch!r}: use letters, digits, '.', '_' or '-' (max 128)")
@@ -753,9 +761,16 @@ def generate_prompt_set(ps: PromptSet, uploads, batch: str, *, model: str, max_p
                 run.rejected.append({"prompt": prompt, "reasons": e.verdict.reasons})
                 continue
             key = f"{batch}/{name}"
+            _, meta = gen.model(model)  # cached: what was just loaded
+            side = UploadSidecar(prompt=prompt, model=model_name or meta.get("preset") or model,
+                                 checkpoint=checkpoint if checkpoint is not None
+                                 else ("" if res.untrained else str(meta.get("source") or model)),
+                                 seed=req.seed, generated=True)
+            # the sidecar first: a video is never visible in the batch without its prompt
+            uploads.write_bytes(sidecar_key(key), json.dumps(side.model_dump(), indent=1).encode())
             uploads.put_file(res.out, key)
-            run.written.append({"key": key, "prompt": prompt, "seed": req.seed, "faces_blurred": res.faces_blurred,
-                                "seconds": res.seconds})
+            run.written.append({"key": key, "sidecar": sidecar_key(key), "prompt": prompt, "seed": req.seed,
+                                "faces_blurred": res.faces_blurred, "seconds": res.seconds})
             run.results.append(res.model_dump(exclude={"pre_verdict"}))
             if progress is not None:
                 progress(i + 1, len(prompts))

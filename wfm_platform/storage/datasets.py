@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from ..ids import file_digest
 from .objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,6 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sha256_hex(data: bytes) -> str:
@@ -338,7 +331,7 @@ class DatasetRegistry:
                 problems.append(f"{s.uri}: {self.store.size(rel)} bytes, manifest says {s.bytes}")
             else:
                 with self.store.local_copy(rel) as local:
-                    if _file_sha256(local) != s.sha256:
+                    if file_digest(local) != s.sha256:
                         problems.append(f"{s.uri}: sha256 mismatch")
         return problems
 

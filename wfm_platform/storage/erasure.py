@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ..ids import file_digest
 from .datasets import DatasetRegistry, ShardRef, bump_version
 from .objectstore import ObjectStore
 
@@ -268,14 +269,6 @@ def filter_tar(src: Path, dst: Path, drop: set[str]) -> tuple[int, int]:
     return len(kept), len(removed)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _new_shard_rel(store: ObjectStore, old_rel: str, taken: set[str]) -> str:
     """The next free shard-NNNNNN.tar in the old shard's folder (keeps the shard-name pattern that
     write_shards uses to find and clean its own shards on a rerun)."""
@@ -321,7 +314,7 @@ def rewrite_shard_sets(store: ObjectStore, clip_ids: set[str], erasure_id: str, 
                     if n_kept != len(keep):
                         raise ErasureError(f"{e['uri']}: {n_kept} samples left in the tar, manifest says "
                                            f"{len(keep)}; run `verify_shards` and rebuild the shard set")
-                    entry.update(sha256=_file_sha256(tmp), bytes=tmp.stat().st_size)
+                    entry.update(sha256=file_digest(tmp), bytes=tmp.stat().st_size)
             new_entries.append(entry)
             old_rels.append(old_rel)
             rewrites.append(ShardRewrite(old_uri=e["uri"], new_uri=entry["uri"], removed_samples=len(drop),
