@@ -11,6 +11,7 @@ import dagster as dg
 import numpy as np
 
 from resources import CaptionerResource, CatalogResource, EmbedderResource, PipelineConfigResource, StorageResource
+from resources.catalog import catalog_metadata
 from resources.storage import retry_transient_storage
 from wfm_platform import report
 from wfm_platform.curation import pipeline as P
@@ -85,6 +86,9 @@ def raw_videos(
             "duration_s": dg.MetadataValue.md(report.histogram_md([v["duration_s"] for v in ok], label="seconds")),
             "height_px": dg.MetadataValue.md(report.histogram_md([v["height"] for v in ok], label="height")),
             "total_hours": round(sum(v["duration_s"] for v in ok) / 3600, 4),
+            "num_sidecars": m.get("num_sidecars", 0),  # prompt sidecars of generated videos
+            "orphan_sidecars": dg.MetadataValue.json(m.get("orphan_sidecars", [])),
+            **catalog_metadata(catalog.catalog()),
         },
         check_results=[
             _check("usable_videos_stored", not bad_store, missing=str(bad_store[:20])),
@@ -263,6 +267,7 @@ def captions(
             "manifest": dg.MetadataValue.path(store.uri(P.manifest_rel("captions", partition))),
             "captioner": m["captioner"],
             "num_captioned": m["num_captioned"],
+            "num_from_prompt": m.get("num_from_prompt", 0),  # captions taken from generation prompts
             "errors": dg.MetadataValue.md(report.table_md(m["errors"], ["clip_id", "reason"])),
             "samples": dg.MetadataValue.md(report.table_md(sample, ["clip_id", "caption"])),
         },
@@ -301,6 +306,7 @@ def clip_embeddings(
             "dim": m["dim"],
             "num_embedded": m["num_embedded"],
             "errors": dg.MetadataValue.md(report.table_md(m["errors"], ["clip_id", "reason"])),
+            **catalog_metadata(catalog.catalog()),  # vector / full-text index state after this write
         },
         check_results=[_check("embeddings_valid", valid, errors=len(m["errors"]))],
     )
