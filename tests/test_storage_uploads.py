@@ -83,3 +83,10 @@ def test_upload_sensor_adds_partitions_and_runs_once(tmp_path, dagster_home):
         ctx3 = dg.build_sensor_context(instance=instance, cursor=res2.cursor, resources={"storage": storage})
         res3 = upload_sensor(ctx3)
         assert not res3.run_requests and "no new complete batch" in str(res3.skip_reason)
+
+
+def test_rel_requires_a_path_boundary(tmp_path):
+    store = ObjectStore(tmp_path / "store")
+    assert store.rel(store.uri("a/b.tar")) == "a/b.tar"
+    with pytest.raises(ValueError, match="not under"):
+        store.rel(ObjectStore(tmp_path / "store2").uri("shard.tar"))  # a sibling root sharing the prefix

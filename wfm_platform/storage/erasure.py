@@ -343,6 +343,25 @@ def rewrite_shard_sets(store: ObjectStore, clip_ids: set[str], erasure_id: str, 
 # ---------------------------------------------------------------------------------------------------
 # JSON / JSON-lines / npz redaction
 # ---------------------------------------------------------------------------------------------------
+def size_if_present(store: ObjectStore, key: str) -> int:
+    """Bytes of a listed object; 0 when it vanished since the listing. Erasure and retention walk a
+    shared bucket while other workers (another erasure, a retention run, a rerun stage) delete objects
+    in it; such an object needs no deleting, and failing on it would stop the run half-way, with no
+    log line for what it had already deleted."""
+    try:
+        return store.size(key)
+    except FileNotFoundError:
+        return 0
+
+
+def read_if_present(store: ObjectStore, key: str) -> bytes | None:
+    """The bytes of a listed object; None when it vanished since the listing (see size_if_present)."""
+    try:
+        return store.read_bytes(key)
+    except FileNotFoundError:
+        return None
+
+
 def _mentions(text: str, ids: set[str]) -> bool:
     return any(i in text for i in ids)
 
@@ -471,14 +490,17 @@ def erase_video(
         if key.startswith(skip_prefixes) or key in shard_manifests:
             continue
         if _mentions(key, ids):
-            rep.bytes_deleted += store.size(key)
+            rep.bytes_deleted += size_if_present(store, key)
             rep.objects_deleted.append(key)
             if not dry_run:
                 store.delete(key)
             continue
         new: bytes | None = None
+        if key.endswith((".json", ".jsonl")) or (key.endswith(".npz") and key.startswith("clip_embeddings/")):
+            data = read_if_present(store, key)
+            if data is None:
+                continue  # deleted by another worker since the listing: nothing left to redact
         if key.endswith(".json"):
-            data = store.read_bytes(key)
             if _mentions(data.decode("utf-8", "replace"), ids):
                 obj = redact_json(json.loads(data), ids)
                 if obj is _DROP:  # the whole object is a record of an erased clip
@@ -491,14 +513,13 @@ def erase_video(
                     obj["erasures"] = [*obj.get("erasures", []), rep.erasure_id]
                 new = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
         elif key.endswith(".jsonl"):
-            data = store.read_bytes(key)
             needles = ids | {sha256_text(i) for i in ids}  # the violation log keeps sha256(clip_id)
             lines = data.decode("utf-8", "replace").splitlines(keepends=True)
             kept = [ln for ln in lines if not _mentions(ln, needles)]
             if len(kept) != len(lines):
                 new = "".join(kept).encode()
         elif key.endswith(".npz") and key.startswith("clip_embeddings/"):
-            new = _redact_npz(store.read_bytes(key), ids)
+            new = _redact_npz(data, ids)
         if new is not None:
             rep.objects_redacted.append(key)
             if not dry_run:
@@ -553,4 +574,5 @@ def read_erasure_log(store: ObjectStore) -> list[dict]:
 
 
 __all__ = ["ErasureError", "ErasureReport", "ShardRewrite", "catalog_tables", "delete_lineage_rows",
-           "erase_video", "filter_tar", "find_lineage", "read_erasure_log", "redact_json"]
+           "erase_video", "filter_tar", "find_lineage", "read_erasure_log", "read_if_present", "redact_json",
+           "size_if_present"]

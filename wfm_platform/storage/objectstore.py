@@ -200,9 +200,10 @@ class ObjectStore:
 
     def rel(self, uri: str) -> str:
         """Relative key of a URI under this root."""
-        if not uri.startswith(self.root):
+        root = self.root.rstrip("/")
+        if uri != root and not uri.startswith(root + "/"):  # ".../store2/x" is not under ".../store"
             raise ValueError(f"{uri} is not under {self.root}")
-        return uri[len(self.root) :].strip("/")
+        return uri[len(root) :].strip("/")
 
     # -- errors and retries --------------------------------------------------------------------
     def _call(self, op: str, rel: str, fn: Callable[[], T]) -> T:
@@ -425,6 +426,8 @@ class ObjectStore:
             token = so.get("token")
             if isinstance(token, str) and token.endswith(".json"):
                 out["google_service_account"] = token
+            elif token == "anon":  # anonymous (emulators, public buckets): no metadata-server lookup
+                out["google_skip_signature"] = "true"
             if endpoint:
                 out["google_base_url"] = endpoint
         if endpoint.startswith("http://"):

@@ -117,8 +117,12 @@ class RetentionReport(BaseModel):
 
 
 def object_mtime(store: ObjectStore, key: str) -> datetime | None:
-    """Modification time of an object from fsspec (local, S3, GCS and Azure spell it differently)."""
-    info = store.fs.info(store._path(key))
+    """Modification time of an object from fsspec (local, S3, GCS and Azure spell it differently);
+    None when the object is gone (see erasure.size_if_present)."""
+    try:  # through the store: transient errors are retried and SDK errors mapped, as for every other call
+        info = store._call("stat", key, lambda: store.fs.info(store._path(key)))
+    except FileNotFoundError:
+        return None
     for field in ("mtime", "LastModified", "last_modified", "updated", "created", "creation_time"):
         v = info.get(field)
         if v is None:
@@ -199,7 +203,7 @@ def apply_retention(
 ) -> RetentionReport:
     """Delete every partition and log file older than its policy; see the module docstring."""
     from .datasets import DatasetRegistry
-    from .erasure import delete_lineage_rows
+    from .erasure import delete_lineage_rows, size_if_present
 
     policies = policies or RetentionConfig.load()
     now = now or datetime.now(timezone.utc)
@@ -225,7 +229,7 @@ def apply_retention(
             age = (now - born).total_seconds() / 86400
             if age < days:
                 continue
-            size = sum(store.size(k) for k in keys)
+            size = sum(size_if_present(store, k) for k in keys)
             action = PartitionAction(asset=asset, partition=partition, age_days=round(age, 2), objects=len(keys),
                                      bytes=size, action="deleted")
             if asset == "webdataset_shards":
@@ -278,7 +282,8 @@ def apply_retention(
                 continue
             age = (now - t).total_seconds() / 86400
             if age >= days:
-                rep.logs_deleted.append(LogAction(key=key, age_days=round(age, 2), bytes=store.size(key)))
+                rep.logs_deleted.append(LogAction(key=key, age_days=round(age, 2),
+                                                  bytes=size_if_present(store, key)))
                 if not dry_run:
                     store.delete(key)
 
