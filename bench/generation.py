@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -34,15 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import device_name, emit_json
+
 PROMPT = "A tram crossing a busy city street at dusk while cyclists wait at the light"
-
-
-def device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
 def _full(preset: str, device: str, frames: int, width: int, height: int, offload: bool, medusa: bool | None,
@@ -211,10 +204,7 @@ def main() -> None:
         ],
         "rows": rows,
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit_json(out, args.out)
 
 
 if __name__ == "__main__":

@@ -224,14 +224,7 @@ def bench_unsafe(d):
     cfg = UnsafeConfig()
     clf = NudeNetClassifier()
     res, frames, flagged, ms = {}, 0, 0, []
-    for name in (
-        "bikes.mp4",
-        "bigbuckbunny.mp4",
-        "cockatoo.mp4",
-        "vtest.avi",
-        "carphone_pristine.mp4",
-        "Megamind.avi",
-    ):
+    for name in samples.CLEAN_VIDEOS:
         p = d / name
         if not p.exists():
             continue

@@ -29,9 +29,7 @@ acceptance rate (logged per setting) is what turns into speedup; it grows with r
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,16 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench.medusa")
 sys.path.insert(0, str(ROOT))
 
+from bench.common import device_name, emit_json
 from wfm_platform.models.autoregressive import Config, build_model
 
 SIZE = (192, 80)  # (w, h): bikes is 640x272; divisible by 8 -> a 24x10 token grid
 WINDOW = 17       # frames: 1 + 8*2 -> 3 latent frames
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
 def tokenize_bikes(checkpoint: str | None) -> torch.Tensor:
@@ -220,10 +213,7 @@ def main() -> None:
             rows.append(row)
             log.info("%s", row)
     result["results"] = rows
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import device_name, emit_json
 from wfm_platform.tokenizer import (  # noqa: E402
     build_tokenizer,
     decode_tiled,
@@ -49,12 +49,6 @@ def load_clip(n: int, size: tuple[int, int], name: str = "cockatoo.mp4") -> torc
 
     frames = [f for _, f in iter_frames(samples.fetch() / name, start=0, end=n - 1, size=size)]
     return frames_to_tensor(np.stack(frames))
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
 def measure(name: str, preset: str, res: str, frames: int, device: str) -> dict:
@@ -172,10 +166,7 @@ def main() -> None:
     result = {"bench": "tokenizer", "device": device_name(args.device), "torch": torch.__version__,
               "speed": rows, "naive_baseline": baseline,
               "note": "random-init weights: speed/memory only; quality of trained models is a later issue"}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ def find_exe(name: str, *extra: Path) -> str | None:
     return shutil.which(name)
 
 
+def _require_exe(name: str, install: str, *extra: Path) -> str:
+    """find_exe, or skip the test saying how to install the server (the only reason a server test skips)."""
+    exe = find_exe(name, *extra)
+    if exe is None:
+        pytest.skip(f"{name} not found: {install}")
+    return exe
+
+
 @dataclass
 class CloudServer:
     scheme: str  # "s3" | "gs" | "az"
@@ -104,9 +112,7 @@ def _start(cmd: list[str], log: Path, probe: str, env: dict | None = None) -> su
 
 
 def start_moto(tmp: Path) -> CloudServer:
-    exe = find_exe("moto_server")
-    if exe is None:
-        pytest.skip('moto_server not found: pip install "moto[server]==5.2.5"')
+    exe = _require_exe("moto_server", 'pip install "moto[server]==5.2.5"')
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     cmd = [exe, "-H", "127.0.0.1", "-p", str(port)]
@@ -118,9 +124,7 @@ def start_moto(tmp: Path) -> CloudServer:
 
 
 def start_gcs(tmp: Path) -> CloudServer:
-    exe = find_exe("gcp-storage-emulator")
-    if exe is None:
-        pytest.skip("gcp-storage-emulator not found: pip install gcp-storage-emulator==2026.7.19")
+    exe = _require_exe("gcp-storage-emulator", "pip install gcp-storage-emulator==2026.7.19")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     cmd = [exe, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"]
@@ -137,10 +141,9 @@ def azurite_connection_string(endpoint: str, key: str = AZURITE_KEY) -> str:
 
 
 def start_azurite(tmp: Path, port: int | None = None, location: Path | None = None) -> CloudServer:
-    exe = os.environ.get("WFM_AZURITE_BIN") or find_exe(
-        "azurite-blob", ROOT / ".cache/node_modules/.bin/azurite-blob")
-    if exe is None:
-        pytest.skip("azurite-blob not found: npm install --prefix .cache azurite@3.35.0 (or set WFM_AZURITE_BIN)")
+    exe = os.environ.get("WFM_AZURITE_BIN") or _require_exe(
+        "azurite-blob", "npm install --prefix .cache azurite@3.35.0 (or set WFM_AZURITE_BIN)",
+        ROOT / ".cache/node_modules/.bin/azurite-blob")
     port = port or free_port()
     location = location or (tmp / f"azurite-{port}")
     location.mkdir(parents=True, exist_ok=True)

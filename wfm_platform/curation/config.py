@@ -16,6 +16,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
 
 
+def data_dir() -> Path:
+    """$WFM_DATA_DIR, else <repo>/data: where the default object store (store/) and catalog (catalog/) live."""
+    return Path(os.environ.get("WFM_DATA_DIR", REPO_ROOT / "data")).expanduser().resolve()
+
+
 class ClipsConfig(BaseModel):
     min_duration_s: float = Field(2.0, description="Cosmos rule: shots shorter than this are dropped")
     max_duration_s: float = Field(60.0, description="Cosmos rule: longer shots are split into pieces")

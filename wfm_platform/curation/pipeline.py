@@ -380,6 +380,19 @@ def _clip_catalog_row(c: dict, **extra) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _clip_errors(stage: str, clip_id: str, errors: list[dict]):
+    """Around one clip's work: an error is recorded in `errors` and logged, and the batch goes on; a
+    storage outage (TransientStorageError) still fails the step (Dagster retries it), never drops data."""
+    try:
+        yield
+    except TransientStorageError:
+        raise
+    except Exception as e:  # one bad clip never stops the batch
+        errors.append({"clip_id": clip_id, "reason": _reason(e)})
+        log.warning("%s %s: %s", stage, clip_id, _reason(e))
+
+
 # --------------------------------------------------------------------------------------------
 # clip_scores and filtered_clips
 # --------------------------------------------------------------------------------------------
@@ -395,18 +408,13 @@ def stage_clip_scores(
     errors: list[dict] = []
     t0 = time.perf_counter()
     for i, c in enumerate(clips):
-        try:
+        with _clip_errors("clip_scores", c["clip_id"], errors):
             sample = load_sample(store, partition, c["clip_id"])
             if sample is not None:
                 scores[c["clip_id"]] = score_sample(sample, fcfg, ocr=ocr, width=c["width"], height=c["height"])
             else:
                 with store.local_copy(store.rel(c["uri"])) as p:
                     scores[c["clip_id"]] = score_clip(p, fps=c["fps"], config=fcfg, ocr=ocr)
-        except TransientStorageError:
-            raise  # a storage outage fails the step (Dagster retries it); it never drops data
-        except Exception as e:
-            errors.append({"clip_id": c["clip_id"], "reason": _reason(e)})
-            log.warning("clip_scores %s: %s", c["clip_id"], _reason(e))
         _tick(progress, i + 1, len(clips))
     manifest = {
         "asset": "clip_scores",
@@ -486,7 +494,7 @@ def stage_captions(
     errors: list[dict] = []
     for i, c in enumerate(passed):
         hints = dict(scores.get(c["clip_id"], {}), duration_s=c["duration_s"])
-        try:
+        with _clip_errors("captions", c["clip_id"], errors):
             if c.get("video_id") in prompts:
                 cap = prompt_caption(prompts[c["video_id"]])
             else:
@@ -499,11 +507,6 @@ def stage_captions(
                 # [sidecars] "prompt" (the upload's sidecar) or "captioner"
                 "source": (getattr(cap, "details", None) or {}).get("source", "captioner"),
             }
-        except TransientStorageError:
-            raise  # a storage outage fails the step (Dagster retries it); it never drops data
-        except Exception as e:
-            errors.append({"clip_id": c["clip_id"], "reason": _reason(e)})
-            log.warning("captions %s: %s", c["clip_id"], _reason(e))
         _tick(progress, i + 1, len(passed))
     if catalog is not None and captions:
         # only the caption columns: the catalog merges by key, other columns stay as they are
@@ -536,7 +539,7 @@ def stage_clip_embeddings(
     passed = read_stage(store, "filtered_clips", partition)["passed"]
     ids, vecs, errors = [], [], []
     for i, c in enumerate(passed):
-        try:
+        with _clip_errors("clip_embeddings", c["clip_id"], errors):
             sample = load_sample(store, partition, c["clip_id"])
             if sample is not None and sample.rgb:
                 v = np.asarray(embedder.embed_frames([sample.rgb[k] for k in sorted(sample.rgb)]), np.float32)
@@ -547,11 +550,6 @@ def stage_clip_embeddings(
                 raise ValueError("embedding has non-finite values")
             ids.append(c["clip_id"])
             vecs.append(v)
-        except TransientStorageError:
-            raise  # a storage outage fails the step (Dagster retries it); it never drops data
-        except Exception as e:
-            errors.append({"clip_id": c["clip_id"], "reason": _reason(e)})
-            log.warning("clip_embeddings %s: %s", c["clip_id"], _reason(e))
         _tick(progress, i + 1, len(passed))
     dim = int(getattr(embedder, "dim", vecs[0].shape[0] if vecs else 0))
     arr = np.stack(vecs) if vecs else np.zeros((0, dim), np.float32)
@@ -679,7 +677,8 @@ def stage_guarded_clips(
         if cid in previous and previous[cid]["source_clip_uri"] == c["uri"]:
             clips.append(previous[cid])
             continue
-        try:
+        # fail closed: a clip the guard could not check stays out of the shards
+        with _clip_errors("guarded_clips", cid, errors):
             with store.local_copy(store.rel(c["uri"])) as src, tempfile.TemporaryDirectory() as tmp:
                 out, verdict = guard.apply(src, Path(tmp) / f"{cid}.mp4")
                 faces = int(verdict.scores.get("faces", 0))
@@ -693,11 +692,6 @@ def stage_guarded_clips(
                 clips.append({**row, "uri": store.uri(rel), "guarded": True})
             else:
                 rejected.append(row)
-        except TransientStorageError:
-            raise  # a storage outage fails the step (Dagster retries it); it never drops data
-        except Exception as e:  # fail closed: a clip the guard could not check stays out of the shards
-            errors.append({"clip_id": cid, "reason": _reason(e)})
-            log.warning("guarded_clips %s: %s", cid, _reason(e))
         _tick(progress, i + 1, len(kept))
     if catalog is not None and (clips or rejected):
         catalog.upsert_metadata([{"entity_type": "clip", "entity_id": r["clip_id"], "clip_id": r["clip_id"],

@@ -15,7 +15,6 @@ Both .pt files are written to a temp name and renamed (a crash never leaves half
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -107,11 +106,10 @@ def build_from_config(family: str, config: dict) -> torch.nn.Module:
 
 def load_weights(model: torch.nn.Module, state_dict: dict, source: str) -> None:
     """Strict load with an error that says what does not fit."""
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as e:
-        raise CheckpointError(f"{source} does not fit this model (different preset or overrides?): "
-                              f"{str(e)[:300]}") from e
+    from ..tokenizer.train import load_state_strict
+
+    load_state_strict(model, state_dict, source, "this model (different preset or overrides?)",
+                      CheckpointError)
 
 
 def _meta(ckpt: dict, source: str) -> dict:
@@ -150,5 +148,6 @@ def load_world_model(path_or_preset: str | os.PathLike, device: str | torch.devi
 
 
 def read_loss_log(dir: str | os.PathLike) -> list[dict]:
-    p = Path(dir) / LOG_FILE
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.exists() else []
+    from ..config_io import read_jsonl
+
+    return read_jsonl(Path(dir) / LOG_FILE)

@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..tokenizer.data import ClipStream, ClipStreamConfig, ClipTooShortError, ShardSourceError, decode_window
+from ..tokenizer.data import (
+    ClipStream,
+    ClipStreamConfig,
+    ClipTooShortError,
+    count_skip,
+    decode_window,
+)
 from ..tokenizer.tiling import encode_tiled
 
 log = logging.getLogger(__name__)
@@ -150,10 +156,7 @@ class EncodedClipStream(ClipStream):
                 try:
                     item = self._encode(sample, key)
                 except ClipTooShortError as e:
-                    bad += 1
-                    log.warning("skipped: %s", e)
-                    if bad > 50 and usable == 0:
-                        raise ShardSourceError(f"no usable clip in the dataset after {bad} tries; last: {e}") from e
+                    bad = count_skip(e, bad, usable, "dataset")
                     continue
                 self.misses += 1
                 if path is not None:

@@ -37,6 +37,7 @@ import torch.distributed as dist
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
+from ..config_io import read_yaml_mapping, trim_jsonl, with_overrides
 from ..tokenizer.train import Dist, _all_reduce, _atomic_save, _rng_state, _set_rng_state, setup_distributed
 from .checkpoint import (
     LOG_FILE,
@@ -98,16 +99,8 @@ class TrainConfig(BaseModel):
 
 def load_train_config(path: str | os.PathLike | None = None, **overrides) -> TrainConfig:
     """TrainConfig from YAML (None: defaults) with keyword overrides (None values ignored)."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"training config {p} does not exist (see configs/train/world_tiny.yaml)")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{p}: expected a mapping at the top level")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.model_validate(data)
+    data = read_yaml_mapping(path, example="configs/train/world_tiny.yaml")
+    return with_overrides(TrainConfig, data, overrides)
 
 
 # ---------------------------------------------------------------- model + tokenizer
@@ -256,14 +249,6 @@ def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
     return f
 
 
-def _trim_log(path: Path, step: int) -> None:
-    """Drop log lines past `step` (written after the checkpoint we resume from)."""
-    if path.exists():
-        keep = [ln for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in keep))
-
-
 # ---------------------------------------------------------------- training
 @dataclass
 class TrainResult:
@@ -410,7 +395,7 @@ def _train(family, preset, cfg: TrainConfig, dataset, out: Path, d: Dist, total:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_NAME).write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
         if resume:
-            _trim_log(out / LOG_FILE, step)
+            trim_jsonl(out / LOG_FILE, step)
         else:
             (out / LOG_FILE).write_text("")
     if d.world_size > 1:

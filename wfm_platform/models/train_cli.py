@@ -14,14 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+
+from ..progress import training_progress
 
 # torch is imported inside the command: `wfm --help` stays fast
 err = Console(stderr=True)
@@ -47,15 +41,7 @@ def _run(family: str, model: str, config: Path, dataset: str, out: Path, steps: 
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     total = steps or cfg.steps
-    progress = Progress(TextColumn(f"[bold]train {model}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=err, disable=as_json)
-    with progress:
-        task = progress.add_task("train", total=total, loss="-")
-
-        def on_step(step: int, n: int, parts: dict) -> None:
-            progress.update(task, completed=step, loss=f"{parts['loss']:.4f}")
-
+    with training_progress(f"train {model}", total, err, disable=as_json) as on_step:
         try:
             r = train(family, model, cfg, dataset, out, steps=steps, init=init, resume=resume,
                       store=ObjectStore(store) if store else None, on_step=on_step)

@@ -40,9 +40,9 @@ def default_catalog_uri() -> str:
     """WFM_CATALOG_URI, else $WFM_DATA_DIR/catalog, else <repo>/data/catalog (what resources/ use)."""
     if os.environ.get("WFM_CATALOG_URI"):
         return os.environ["WFM_CATALOG_URI"]
-    from ..curation.config import REPO_ROOT
+    from ..curation.config import data_dir
 
-    return str(Path(os.environ.get("WFM_DATA_DIR", REPO_ROOT / "data")).expanduser().resolve() / "catalog")
+    return str(data_dir() / "catalog")
 
 
 def _die(msg: str, code: int = 1):

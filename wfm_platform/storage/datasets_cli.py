@@ -16,15 +16,18 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the registry (lancedb, fsspec) is imported inside the commands: `wfm --help` stays fast
+    from .datasets import DatasetRegistry
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 StoreOpt = Annotated[str, typer.Option("--store", help="object-store root (path or file/s3/gs/az URI); "
                                        "default $WFM_STORAGE_ROOT or data/store")]
@@ -33,8 +36,10 @@ CatalogOpt = Annotated[str, typer.Option("--catalog", help="LanceDB catalog URI;
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
 
 
-def _data_dir() -> Path:
-    return Path(os.environ.get("WFM_DATA_DIR", REPO_ROOT / "data")).expanduser().resolve()
+def _data_dir() -> Path:  # imported here: `wfm --help` does not load pydantic
+    from ..curation.config import data_dir
+
+    return data_dir()
 
 
 def _open(store: str, catalog: str, *, need_catalog: bool = True):
@@ -59,6 +64,17 @@ def _fail(msg: str, code: int = 2):
 
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _read_registry(store: str, op: Callable[[DatasetRegistry], T]) -> T:
+    """op(the store's DatasetRegistry) for the read-only commands; a DatasetError exits 2 with its message."""
+    from .datasets import DatasetError, DatasetRegistry
+
+    st, _ = _open(store, "", need_catalog=False)
+    try:
+        return op(DatasetRegistry(st))
+    except DatasetError as e:
+        _fail(str(e))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -122,13 +138,7 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """Every dataset version (or those of NAME), oldest first."""
-    from .datasets import DatasetError, DatasetRegistry
-
-    st, _ = _open(store, "", need_catalog=False)
-    try:
-        versions = DatasetRegistry(st).list(name)
-    except DatasetError as e:
-        _fail(str(e))
+    versions = _read_registry(store, lambda reg: reg.list(name))
     rows = [{"dataset": v.ref, "created_at": v.created_at, "parent": v.parent, "clips": len(v.clip_ids),
              "shards": len(v.shards), "bytes": v.num_bytes, "note": v.note, "redacted": bool(v.redactions)}
             for v in versions]
@@ -151,13 +161,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """The manifest of one version: shards, clips, digests, parent, lineage batches."""
-    from .datasets import DatasetError, DatasetRegistry
-
-    st, _ = _open(store, "", need_catalog=False)
-    try:
-        v = DatasetRegistry(st).get(ref)
-    except DatasetError as e:
-        _fail(str(e))
+    v = _read_registry(store, lambda reg: reg.get(ref))
     if as_json:
         _print_json(v.model_dump(mode="json"))
         return
@@ -185,13 +189,7 @@ def diff(
     as_json: JsonOpt = False,
 ) -> None:
     """Clips and shards added and removed from A to B."""
-    from .datasets import DatasetError, DatasetRegistry
-
-    st, _ = _open(store, "", need_catalog=False)
-    try:
-        d = DatasetRegistry(st).diff(a, b)
-    except DatasetError as e:
-        _fail(str(e))
+    d = _read_registry(store, lambda reg: reg.diff(a, b))
     if as_json:
         _print_json(d.model_dump())
         return
@@ -211,15 +209,11 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the manifest digest and every shard (exists, size, sha256, members). Exit 1 on a problem."""
-    from .datasets import DatasetError, DatasetRegistry
-
-    st, _ = _open(store, "", need_catalog=False)
-    reg = DatasetRegistry(st)
-    try:
+    def get_and_verify(reg: DatasetRegistry) -> tuple:
         v = reg.get(ref)
-        problems = reg.verify(v)
-    except DatasetError as e:
-        _fail(str(e))
+        return v, reg.verify(v)
+
+    v, problems = _read_registry(store, get_and_verify)
     if as_json:
         _print_json({"dataset": v.ref, "ok": not problems, "problems": problems})
     else:

@@ -19,15 +19,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
+from ..progress import training_progress
 from .tokens import load_tokens, save_tokens
 
 # torch is imported inside the commands: `wfm --help` stays fast
@@ -94,15 +87,7 @@ def train_cmd(
 
         st = ObjectStore(store) if store else default_store()
     total = steps or cfg.steps
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=err, disable=as_json)
-    with progress:
-        task = progress.add_task("train", total=total, loss="-")
-
-        def on_step(step: int, n: int, parts: dict) -> None:
-            progress.update(task, completed=step, loss=f"{parts['loss']:.4f}")
-
+    with training_progress("train", total, err, disable=as_json) as on_step:
         try:
             src = None if not shards else (shards[0] if len(shards) == 1 else shards)
             r = train(cfg, src, out, steps=steps, init=init, resume=resume, store=st, dataset=dataset,
@@ -158,16 +143,24 @@ def _name_of(tok, fallback: str | None) -> str:
     return cfg.name if cfg is not None else (fallback or "jit")
 
 
+# The options that pick a tokenizer and read a video, shared by `tokenize encode` and `tokenize roundtrip`.
+TokenizerOpt = Annotated[str | None, typer.Option(help="tokenizer name, e.g. cv8x8x8 (random weights unless "
+                                                       "--checkpoint)")]
+CheckpointOpt = Annotated[Path | None, typer.Option(help="our run folder or a TorchScript folder")]
+PresetOpt = Annotated[str, typer.Option(help="width preset when no checkpoint is given")]
+FramesOpt = Annotated[int | None, typer.Option(help="first N frames only")]
+MaxSideOpt = Annotated[int | None, typer.Option(help="resize so the long side is at most this")]
+
+
 @tokenize_app.command("encode")
 def encode_cmd(
     video: Annotated[Path, typer.Argument(help="input video")],
     out: Annotated[Path, typer.Option(help="token file: .npz or .pt")],
-    tokenizer: Annotated[str | None, typer.Option(help="tokenizer name, e.g. cv8x8x8 (random weights "
-                                                          "unless --checkpoint)")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="our run folder or a TorchScript folder")] = None,
-    preset: Annotated[str, typer.Option(help="width preset when no checkpoint is given")] = "default",
-    frames: Annotated[int | None, typer.Option(help="first N frames only")] = None,
-    max_side: Annotated[int | None, typer.Option(help="resize so the long side is at most this")] = None,
+    tokenizer: TokenizerOpt = None,
+    checkpoint: CheckpointOpt = None,
+    preset: PresetOpt = "default",
+    frames: FramesOpt = None,
+    max_side: MaxSideOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Encode a video into continuous latents (CV) or discrete indices (DV)."""
@@ -235,12 +228,11 @@ def decode_cmd(
 def roundtrip_cmd(
     video: Annotated[Path, typer.Argument(help="input video")],
     out: Annotated[Path, typer.Option(help="reconstructed .mp4")],
-    tokenizer: Annotated[str | None, typer.Option(help="tokenizer name (random weights unless "
-                                                          "--checkpoint)")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="our run folder or a TorchScript folder")] = None,
-    preset: Annotated[str, typer.Option(help="width preset when no checkpoint is given")] = "default",
-    frames: Annotated[int | None, typer.Option(help="first N frames only")] = None,
-    max_side: Annotated[int | None, typer.Option(help="resize so the long side is at most this")] = None,
+    tokenizer: TokenizerOpt = None,
+    checkpoint: CheckpointOpt = None,
+    preset: PresetOpt = "default",
+    frames: FramesOpt = None,
+    max_side: MaxSideOpt = None,
     crf: Annotated[int, typer.Option(help="H.264 quality of the written video")] = 18,
     as_json: Annotated[bool, typer.Option("--json", help="print {psnr, ssim, frames} as JSON")] = False,
 ) -> None:

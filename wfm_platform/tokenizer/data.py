@@ -39,6 +39,20 @@ class ShardSourceError(ValueError):
     """Shards that cannot be read: missing manifest/shard, empty set, no usable clip."""
 
 
+# More unusable clips than this before the first usable one: the data is wrong, not one clip.
+MAX_SKIPS_BEFORE_ANY = 50
+
+
+def count_skip(e: ClipTooShortError, bad: int, usable: int, source: str) -> int:
+    """Log one unusable clip and return the new skip count; fail once more than MAX_SKIPS_BEFORE_ANY
+    were skipped with none usable (shared by ClipStream and the world models' EncodedClipStream)."""
+    bad += 1
+    log.warning("skipped: %s", e)
+    if bad > MAX_SKIPS_BEFORE_ANY and usable == 0:
+        raise ShardSourceError(f"no usable clip in the {source} after {bad} tries; last: {e}") from e
+    return bad
+
+
 def decode_window(data: bytes, num_frames: int, size: tuple[int, int], *, rng: np.random.Generator | None = None,
                   resize_short: int | None = None, key: str = "clip") -> np.ndarray:
     """mp4 bytes -> uint8 frames [num_frames, h, w, 3] (size = (h, w)).
@@ -197,10 +211,7 @@ class ClipStream(torch.utils.data.IterableDataset):
                 frames = decode_window(sample["mp4"], cfg.num_frames, cfg.size, rng=rng,
                                        resize_short=cfg.resize_short, key=key)
             except ClipTooShortError as e:
-                bad += 1
-                log.warning("skipped: %s", e)
-                if bad > 50 and usable_in_epoch == 0:
-                    raise ShardSourceError(f"no usable clip in the shards after {bad} tries; last: {e}") from e
+                bad = count_skip(e, bad, usable_in_epoch, "shards")
                 continue
             usable_in_epoch += 1
             x = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1

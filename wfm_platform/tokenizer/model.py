@@ -90,6 +90,29 @@ class FSQ(nn.Module):
 
 
 # ---------------------------------------------------------------- encoder / decoder
+def _res_blocks(cin: int, cout: int, n: int, attention: bool, temporal: bool) -> list[nn.Module]:
+    """n residual blocks from cin to cout channels (the first one changes the width), each followed by
+    attention (space, then causal time) when `attention`: one level of the Encoder or the Decoder."""
+    blocks: list[nn.Module] = []
+    for _ in range(n):
+        blocks.append(ResBlock(cin, cout, temporal))
+        cin = cout
+        if attention:
+            blocks.append(SpatialAttention(cout))
+            if temporal:
+                blocks.append(CausalTemporalAttention(cout))
+    return blocks
+
+
+def _mid_block(channels: int, temporal: bool) -> nn.Sequential:
+    """The bottleneck both Encoder and Decoder have: res block, attention (space, then causal time), res block."""
+    mid: list[nn.Module] = [ResBlock(channels, channels, temporal), SpatialAttention(channels)]
+    if temporal:
+        mid.append(CausalTemporalAttention(channels))
+    mid.append(ResBlock(channels, channels, temporal))
+    return nn.Sequential(*mid)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
@@ -102,24 +125,14 @@ class Encoder(nn.Module):
         stages = []
         prev = cfg.channels
         for i, w in enumerate(widths):
-            blocks: list[nn.Module] = []
-            for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(prev, w, temporal))
-                prev = w
-                if cfg.attention_last_level and i == n - 1:
-                    blocks.append(SpatialAttention(w))
-                    if temporal:
-                        blocks.append(CausalTemporalAttention(w))
+            blocks = _res_blocks(prev, w, cfg.num_res_blocks, cfg.attention_last_level and i == n - 1, temporal)
+            prev = w  # num_res_blocks >= 1: the stage always ends at width w
             sd, td = i < cfg.extra_spatial_downs, i < cfg.extra_temporal_downs
             if sd or td:
                 blocks.append(Downsample(w, sd, td))
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
-        mid: list[nn.Module] = [ResBlock(prev, prev, temporal), SpatialAttention(prev)]
-        if temporal:
-            mid.append(CausalTemporalAttention(prev))
-        mid.append(ResBlock(prev, prev, temporal))
-        self.mid = nn.Sequential(*mid)
+        self.mid = _mid_block(prev, temporal)
         self.norm_out = ChannelNorm(prev)
         self.conv_out = FactorizedConv(prev, cfg.z_channels, temporal)
 
@@ -140,22 +153,12 @@ class Decoder(nn.Module):
         n = len(widths)
         prev = widths[-1]
         self.conv_in = FactorizedConv(cfg.z_channels, prev, temporal)
-        mid: list[nn.Module] = [ResBlock(prev, prev, temporal), SpatialAttention(prev)]
-        if temporal:
-            mid.append(CausalTemporalAttention(prev))
-        mid.append(ResBlock(prev, prev, temporal))
-        self.mid = nn.Sequential(*mid)
+        self.mid = _mid_block(prev, temporal)
         stages = []
         for i in reversed(range(n)):
             w = widths[i]
-            blocks: list[nn.Module] = []
-            for _ in range(cfg.num_res_blocks + 1):
-                blocks.append(ResBlock(prev, w, temporal))
-                prev = w
-                if cfg.attention_last_level and i == n - 1:
-                    blocks.append(SpatialAttention(w))
-                    if temporal:
-                        blocks.append(CausalTemporalAttention(w))
+            blocks = _res_blocks(prev, w, cfg.num_res_blocks + 1, cfg.attention_last_level and i == n - 1, temporal)
+            prev = w
             if i > 0:
                 su, tu = (i - 1) < cfg.extra_spatial_downs, (i - 1) < cfg.extra_temporal_downs
                 if su or tu:

@@ -137,14 +137,18 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class SpatialAttention(nn.Module):
-    """Single-head self-attention over the H*W positions of each frame separately."""
+class _SingleHeadAttention(nn.Module):
+    """Norm, fused q/k/v and output projection; subclasses choose the axis attended over."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.norm = ChannelNorm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = nn.Linear(channels, channels)
+
+
+class SpatialAttention(_SingleHeadAttention):
+    """Single-head self-attention over the H*W positions of each frame separately."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
@@ -154,14 +158,8 @@ class SpatialAttention(nn.Module):
         return x + o.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
 
-class CausalTemporalAttention(nn.Module):
+class CausalTemporalAttention(_SingleHeadAttention):
     """Single-head self-attention over time at each spatial position, masked to the past."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = ChannelNorm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.proj = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape

@@ -37,6 +37,7 @@ import torch.distributed as dist
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
+from ..config_io import read_jsonl, read_yaml_mapping, trim_jsonl, with_overrides
 from .data import ClipStream, ClipStreamConfig, batches
 from .losses import LossConfig, TokenizerLoss
 from .metrics import video_metrics
@@ -92,20 +93,12 @@ class TrainConfig(BaseModel):
 
 def load_train_config(path: str | os.PathLike | None = None, **overrides) -> TrainConfig:
     """TrainConfig from YAML (None: defaults) with keyword overrides (None values ignored)."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"training config {p} does not exist (see configs/tokenizer/train_tiny.yaml)")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{p}: expected a mapping at the top level")
-        if DATA_KEY in data:  # a run folder's train_config.yaml reused as a config: a record, not a choice
-            log.info("%s: ignoring its `%s` entry (a record of what a run read); choose data with "
-                     "--dataset or --shards", p, DATA_KEY)
-            data.pop(DATA_KEY)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.model_validate(data)
+    data = read_yaml_mapping(path, example="configs/tokenizer/train_tiny.yaml")
+    if DATA_KEY in data:  # a run folder's train_config.yaml reused as a config: a record, not a choice
+        log.info("%s: ignoring its `%s` entry (a record of what a run read); choose data with "
+                 "--dataset or --shards", path, DATA_KEY)
+        data.pop(DATA_KEY)
+    return with_overrides(TrainConfig, data, overrides)
 
 
 # ---------------------------------------------------------------- distributed
@@ -221,29 +214,28 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def _load_weights(model: VideoTokenizer, state: dict, source: str) -> None:
+def load_state_strict(model: torch.nn.Module, state: dict, source: str, what: str,
+                      error: type[Exception] = CheckpointError) -> None:
+    """Strict load_state_dict; a mismatch raises `error` saying that `source` does not fit `what`
+    (with the start of torch's list of missing / unexpected keys). Shared with models/checkpoint.py."""
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{source} does not fit {model.config.name}/{model.config.preset} "
-                              f"(different architecture?): {str(e)[:300]}") from e
+        raise error(f"{source} does not fit {what}: {str(e)[:300]}") from e
 
 
-def _trim_log(path: Path, step: int) -> None:
-    """Drop log lines past `step` (written after the checkpoint we resume from)."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+def _load_weights(model: VideoTokenizer, state: dict, source: str) -> None:
+    load_state_strict(model, state, source,
+                      f"{model.config.name}/{model.config.preset} (different architecture?)")
 
 
 # ---------------------------------------------------------------- what a run reads
 def default_store():
     """The object store the `wfm` commands use: $WFM_STORAGE_ROOT, else $WFM_DATA_DIR/store (./data/store)."""
+    from ..curation.config import data_dir
     from ..storage.objectstore import ObjectStore
 
-    data_dir = Path(os.environ.get("WFM_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
-    return ObjectStore(os.environ.get("WFM_STORAGE_ROOT") or str(data_dir.expanduser().resolve() / "store"))
+    return ObjectStore(os.environ.get("WFM_STORAGE_ROOT") or str(data_dir() / "store"))
 
 
 def resolve_training_data(shards, dataset, store) -> tuple[object, dict]:
@@ -380,7 +372,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
         run_cfg = {**json.loads(cfg.model_dump_json()), DATA_KEY: record}
         (out / CONFIG_NAME).write_text(yaml.safe_dump(run_cfg, sort_keys=False))
         if resume:
-            _trim_log(out / LOG_NAME, step)
+            trim_jsonl(out / LOG_NAME, step)
         elif not ckpt_file.exists():
             (out / LOG_NAME).write_text("")
     ddp_model: torch.nn.Module = model
@@ -449,8 +441,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
 
 
 def read_loss_log(out_dir: str | os.PathLike) -> list[dict]:
-    p = Path(out_dir) / LOG_NAME
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.exists() else []
+    return read_jsonl(Path(out_dir) / LOG_NAME)
 
 
 # ---------------------------------------------------------------- evaluation (TokenBench rules)

@@ -19,7 +19,14 @@ from ...video.decode import fit_size
 from ...video.probe import VideoError, probe
 from .motion import motion_scores
 from .quality import quality_scores
-from .sampling import ClipSample, SampleCollector, decode_sample, sample_from_bytes, sample_to_bytes
+from .sampling import (
+    ClipSample,
+    SampleCollector,
+    decode_sample,
+    sample_from_bytes,
+    sample_options,
+    sample_to_bytes,
+)
 from .text import OCRUnavailable, text_scores
 from .text import get_ocr as _get_ocr
 from .vtype import VIDEO_TYPES, classify, clip_features
@@ -136,11 +143,7 @@ def score_clip(
         log.warning("%s: unknown frame rate, assuming 25 fps", path)
         rate = 25.0
 
-    sample = decode_sample(
-        path, start, end, rate,
-        n_anchors=cfg.motion_samples, gap_s=cfg.motion_gap_s, motion_max_side=cfg.motion_max_side,
-        rgb_max_side=cfg.quality_max_side, crop_side=cfg.blockiness_crop,
-    )
+    sample = decode_sample(path, start, end, rate, **sample_options(cfg))
     return score_sample(sample, cfg, ocr=ocr, width=info.width, height=info.height)
 
 

@@ -65,6 +65,22 @@ def plan(start: int, end: int, fps: float, n_anchors: int, gap_s: float) -> tupl
     return anchors, gap
 
 
+def sample_options(cfg) -> dict:
+    """decode_sample / SampleCollector keyword arguments from a FilterConfig."""
+    return {"n_anchors": cfg.motion_samples, "gap_s": cfg.motion_gap_s,
+            "motion_max_side": cfg.motion_max_side,
+            "rgb_max_side": cfg.quality_max_side, "crop_side": cfg.blockiness_crop}
+
+
+def _empty_sample(start: int, end: int, fps: float, n_anchors: int, gap_s: float
+                  ) -> tuple[ClipSample, set[int], set[int]]:
+    """The ClipSample to fill, the frames wanted in gray (every frame of each motion triple) and those
+    wanted in colour (the anchors): one plan for decode_sample and SampleCollector."""
+    anchors, gap = plan(start, end, fps, n_anchors, gap_s)
+    sample = ClipSample(fps=fps, start=start, end=end, gap=gap, anchors=anchors)
+    return sample, {a + k * gap for a in anchors for k in range(3)}, set(anchors)
+
+
 def _aligned_center_crop(img: np.ndarray, side: int) -> np.ndarray:
     """Center crop whose origin sits on the 8x8 coding grid (so block edges stay at x % 8 == 0)."""
     h, w = img.shape[:2]
@@ -86,11 +102,8 @@ def decode_sample(
     rgb_max_side: int,
     crop_side: int,
 ) -> ClipSample:
-    anchors, gap = plan(start, end, fps, n_anchors, gap_s)
-    gray_wanted = {a + k * gap for a in anchors for k in range(3)}
-    rgb_wanted = set(anchors)
+    sample, gray_wanted, rgb_wanted = _empty_sample(start, end, fps, n_anchors, gap_s)
     last_wanted = max(gray_wanted)
-    sample = ClipSample(fps=fps, start=start, end=end, gap=gap, anchors=anchors)
 
     idx = -1
     small = big = None
@@ -139,17 +152,12 @@ class SampleCollector:
 
     def __init__(self, start: int, end: int, fps: float, *, n_anchors: int, gap_s: float,
                  motion_max_side: int, rgb_max_side: int, crop_side: int):
-        anchors, gap = plan(start, end, fps, n_anchors, gap_s)
-        self.sample = ClipSample(fps=fps, start=start, end=end, gap=gap, anchors=anchors)
-        self._gray_wanted = {a + k * gap for a in anchors for k in range(3)}
-        self._rgb_wanted = set(anchors)
+        self.sample, self._gray_wanted, self._rgb_wanted = _empty_sample(start, end, fps, n_anchors, gap_s)
         self._sizes = (motion_max_side, rgb_max_side, crop_side)
 
     @classmethod
     def for_config(cls, start: int, end: int, fps: float, cfg) -> SampleCollector:
-        return cls(start, end, fps, n_anchors=cfg.motion_samples, gap_s=cfg.motion_gap_s,
-                   motion_max_side=cfg.motion_max_side, rgb_max_side=cfg.quality_max_side,
-                   crop_side=cfg.blockiness_crop)
+        return cls(start, end, fps, **sample_options(cfg))
 
     def push(self, idx: int, rgb: np.ndarray) -> None:
         """Offer an upright RGB frame of the source (full size); only wanted frames are kept."""
