@@ -10,15 +10,10 @@ credentials: give it through dg.EnvVar so it never lands in run config or the UI
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
-
-def _data_dir() -> Path:
-    from wfm_platform.curation.config import REPO_ROOT
-
-    return Path(os.environ.get("WFM_DATA_DIR", REPO_ROOT / "data")).expanduser().resolve()
+from wfm_platform.curation.config import data_dir
 
 
 class CatalogResource(dg.ConfigurableResource):
@@ -40,7 +35,7 @@ class CatalogResource(dg.ConfigurableResource):
     def catalog(self):
         from wfm_platform.storage.catalog import Catalog
 
-        uri = self.uri or os.environ.get("WFM_CATALOG_URI", str(_data_dir() / "catalog"))
+        uri = self.uri or os.environ.get("WFM_CATALOG_URI", str(data_dir() / "catalog"))
         return Catalog(uri, mirror=self.mirror())
 
 

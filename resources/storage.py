@@ -18,11 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 
-from wfm_platform.curation.config import REPO_ROOT
+from wfm_platform.curation.config import data_dir
 from wfm_platform.storage.crypto import Encryption
 from wfm_platform.storage.errors import TransientStorageError
 from wfm_platform.storage.objectstore import ObjectStore
@@ -32,10 +31,6 @@ from wfm_platform.storage.objectstore import ObjectStore
 # retries on ANY exception; wrap the body in retry_transient_storage() to retry only transient ones.
 STORAGE_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL,
                                       jitter=dg.Jitter.PLUS_MINUS)
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("WFM_DATA_DIR", REPO_ROOT / "data")).expanduser().resolve()
 
 
 def is_transient(exc: BaseException) -> bool:
