@@ -8,6 +8,7 @@ import os
 import tarfile
 
 import av
+import numpy as np
 import pytest
 
 from wfm_platform.storage.crypto import MAGIC, Encryption, generate_key, key_id, parse_key
@@ -190,6 +191,23 @@ def test_encrypted_shards_stream_into_webdataset(tmp_path, samples_dir):
     # without the key, webdataset gets a clear error rather than garbage
     with pytest.raises(DecryptionError):
         list(open_dataset(ObjectStore(tmp_path / "store", encryption=_enc(OTHER)).webdataset_urls(urls)))
+
+
+def test_tokenizer_training_streams_encrypted_shards(tmp_path, samples_dir):
+    """The issue's promise: encrypted shards still stream into training (the tokenizer's ClipStream
+    and a real optimisation step), not only into a bare webdataset loop."""
+    from wfm_platform.tokenizer.data import ClipStream, ClipStreamConfig
+    from wfm_platform.tokenizer.train import load_train_config, train
+
+    store = ObjectStore(tmp_path / "store", encryption=_enc())
+    manifest, _ = _write_real_shards(store, samples_dir, tmp_path)
+    items = list(ClipStream(manifest, ClipStreamConfig(num_frames=9, size=(32, 32)), store=store, epochs=1))
+    assert [i["key"] for i in items] == ["clip0", "clip1"]
+    assert all(i["video"].shape == (3, 9, 32, 32) and float(i["video"].std()) > 0.05 for i in items)
+    cfg = load_train_config(None, tokenizer="cv4x8x8", preset="tiny", crop=(32, 32), batch_size=1, steps=2,
+                            checkpoint_every=2, threads=1)
+    res = train(cfg, manifest, tmp_path / "run", store=store)
+    assert res.step == 2 and all(np.isfinite(res.losses))
 
 
 def test_encrypted_shards_on_s3(moto_s3, tmp_path, samples_dir):
