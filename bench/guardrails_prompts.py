@@ -42,11 +42,13 @@ def rates(pred: list[bool], rows: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", action="append", default=None,
-                    help="labelled jsonl (repeatable); default: prompts_labelled.jsonl + prompts_holdout2.jsonl")
+                    help="labelled jsonl (repeatable); default: prompts_labelled.jsonl + prompts_holdout2.jsonl + "
+                    "prompts_holdout3.jsonl")
     ap.add_argument("--config", default=str(ROOT / "configs/guardrails.yaml"))
-    ap.add_argument("--show-errors", choices=["dev", "test", "holdout2", "none"], default="none")
+    ap.add_argument("--show-errors", choices=["dev", "test", "holdout2", "holdout3", "none"], default="none")
     a = ap.parse_args()
-    a.data = a.data or [str(ROOT / "bench/data/prompts_labelled.jsonl"), str(ROOT / "bench/data/prompts_holdout2.jsonl")]
+    a.data = a.data or [str(ROOT / f"bench/data/{n}.jsonl")
+                        for n in ("prompts_labelled", "prompts_holdout2", "prompts_holdout3")]
 
     rows = [json.loads(ln) for d in a.data for ln in Path(d).read_text().splitlines() if ln.strip()]
     test_digest = hashlib.sha256("\n".join(json.dumps(r, sort_keys=True) for r in rows
@@ -79,7 +81,7 @@ def main() -> None:
                                 "semantic_margin": cfg.semantic.margin,
                                 "semantic_hard": cfg.semantic.hard_threshold},
                  "load_s": round(load_s, 2), "splits": {}}
-    for split in [s for s in ("dev", "test", "holdout2") if any(r["split"] == s for r in rows)]:
+    for split in [s for s in ("dev", "test", "holdout2", "holdout3") if any(r["split"] == s for r in rows)]:
         idx = [i for i, r in enumerate(rows) if r["split"] == split]
         sub = [rows[i] for i in idx]
         out["splits"][split] = {n: rates([b[i] for i in idx], sub) for n, b in blocked.items()}

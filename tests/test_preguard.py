@@ -371,3 +371,67 @@ def test_missing_or_mismatched_head_blocks(tmp_path):
     cfg.semantic.head_path = str(bad)
     v = PreGuard(cfg).check("A quiet beach at sunrise")
     assert not v.allowed and any("coef shape" in r for r in v.reasons)
+
+
+def _train_rows() -> list[dict]:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "bench" / "data"
+    rows = [json.loads(ln) for f in ("prompts_labelled.jsonl", "prompts_train.jsonl")
+            for ln in (root / f).read_text().splitlines() if ln.strip()]
+    return [r for r in rows if r["split"] in ("dev", "train")]
+
+
+def test_shipped_head_was_trained_on_the_committed_training_data(guard):
+    # a stale head (training prompts edited, head not retrained) would be measured on data it never saw
+    import numpy as np
+
+    rows = _train_rows()
+    digest = hashlib.sha256("\n".join(json.dumps(r, sort_keys=True) for r in rows).encode()).hexdigest()
+    head = guard.stages[-1].head
+    with np.load(head.path, allow_pickle=False) as z:
+        assert str(z["train_sha256"]) == digest, "run python bench/guardrails_train_head.py"
+    assert 0 < head.weight_text <= 1 and 0.5 <= head.threshold < 1
+    # no held-out prompt leaked into training
+    held = set()
+    for f in ("prompts_holdout2.jsonl", "prompts_holdout3.jsonl"):
+        held |= {json.loads(ln)["prompt"].lower() for ln in
+                 (head.path.parents[2] / "bench" / "data" / f).read_text().splitlines() if ln.strip()}
+    test = {json.loads(ln)["prompt"].lower() for ln in
+            (head.path.parents[2] / "bench/data/prompts_labelled.jsonl").read_text().splitlines()
+            if ln.strip() and json.loads(ln)["split"] == "test"}
+    assert not ({r["prompt"].lower() for r in rows} & (held | test))
+
+
+def test_head_text_view_matches_scikit_learn_tfidf(guard):
+    # serving re-implements TfidfVectorizer.transform in numpy: it must equal what the head was trained on
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from wfm_platform.guardrails.preguard import head_text
+
+    head = guard.stages[-1].head
+    texts = [head_text(r["prompt"]) for r in _train_rows()]
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(texts)
+    assert set(vec.vocabulary_) == set(head.vocab)
+    order = [vec.vocabulary_[w] for w in sorted(head.vocab, key=head.vocab.get)]
+    probe = texts[::25] + [head_text("a w0man setting fire to a temple, then driving into the crowd")]
+    ref = vec.transform(probe).toarray()[:, order]
+    assert np.allclose(head.tfidf(probe), ref, atol=1e-5)
+    assert head_text("K1lling the h0stages") == "kill the hostage"
+
+
+def test_head_with_broken_text_part_blocks(tmp_path, guard):
+    import numpy as np
+
+    head = guard.stages[-1].head
+    bad = tmp_path / "bad_text.npz"
+    np.savez(bad, coef=head.coef, intercept=np.float32(head.intercept), threshold=np.float32(0.7),
+             weight_text=np.float32(0.5), vocab=np.array(["kill", "hostage"]), idf=np.ones(2, np.float32),
+             coef_text=np.zeros(3, np.float32), intercept_text=np.float32(0))
+    cfg = PreGuardConfig.from_yaml()
+    cfg.semantic.head_path = str(bad)
+    v = PreGuard(cfg).check("A quiet beach at sunrise")
+    assert not v.allowed and any("inconsistent text part" in r for r in v.reasons), v.reasons
+    with pytest.raises(GuardError, match="pass the prompts"):
+        head.prob(np.zeros((1, head.coef.shape[0]), np.float32))

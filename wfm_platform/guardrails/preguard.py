@@ -12,6 +12,7 @@ and the chain blocks with that error as its reason (fail closed).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
@@ -470,8 +471,30 @@ def embed_for_head(model, prompts: list[str]) -> np.ndarray:
     return np.asarray(model.encode(texts, normalize_embeddings=True, batch_size=64), dtype=np.float32)
 
 
+_TFIDF_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
+
+
+def head_text(prompt: str) -> str:
+    """The word view the head's TF-IDF part reads: one lemma per (evasion-decoded) word, in order.
+    Shared with bench/guardrails_train_head.py so training and serving cannot drift."""
+    words = [min(t.lemmas) if t.lemmas else t.surface for t in normalize(prompt).tokens
+             if t.lemmas or t.surface.isalpha()]
+    return " ".join(words)
+
+
+def _ngrams(text: str) -> list[str]:
+    toks = _TFIDF_TOKEN.findall(text.lower())
+    return toks + [f"{a} {b}" for a, b in itertools.pairwise(toks)]
+
+
 class PromptHead:
-    """A linear head (coef, intercept, threshold) loaded from .npz; p = sigmoid(x . coef + intercept)."""
+    """The learned head, loaded from .npz: p = (1 - w) * sigmoid(emb . coef + b) + w * sigmoid(tfidf . coef_text + b_text).
+
+    Two views of the prompt because each generalises where the other does not: the MiniLM embedding
+    catches paraphrases ("make his wife disappear for good"), the lemma uni/bigram TF-IDF catches a harmful
+    scene named with words the embedding dilutes in a long benign sentence. A file without the text
+    part (coef_text) is a pure embedding head (w = 0).
+    """
 
     def __init__(self, path: str | os.PathLike, dim: int, threshold: float | None = None):
         p = Path(path)
@@ -484,16 +507,48 @@ class PromptHead:
                 self.coef = np.asarray(z["coef"], np.float32)
                 self.intercept = float(z["intercept"])
                 stored = float(z["threshold"])
+                self.weight_text = float(z["weight_text"]) if "coef_text" in z else 0.0
+                if self.weight_text:
+                    self.vocab = {str(w): i for i, w in enumerate(z["vocab"])}
+                    self.idf = np.asarray(z["idf"], np.float32)
+                    self.coef_text = np.asarray(z["coef_text"], np.float32)
+                    self.intercept_text = float(z["intercept_text"])
         except Exception as e:
             raise GuardError(f"semantic: head file {p} is unreadable: {type(e).__name__}: {e}") from e
         if self.coef.shape != (dim,) or not np.all(np.isfinite(self.coef)):
             raise GuardError(f"semantic: head {p} has coef shape {self.coef.shape}, the embedder gives {dim}; "
                              "retrain it with bench/guardrails_train_head.py for this embedder")
+        if self.weight_text and not (self.idf.shape == self.coef_text.shape == (len(self.vocab),)
+                                     and 0.0 < self.weight_text <= 1.0):
+            raise GuardError(f"semantic: head {p} has an inconsistent text part (vocab {len(self.vocab)}, "
+                             f"idf {self.idf.shape}, coef_text {self.coef_text.shape}, weight {self.weight_text}); "
+                             "retrain it with bench/guardrails_train_head.py")
         self.threshold = float(threshold if threshold is not None else stored)
         self.path = p
 
-    def prob(self, vecs: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(vecs @ self.coef + self.intercept)))
+    def tfidf(self, texts: list[str]) -> np.ndarray:
+        """scikit-learn's TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True) transform, in numpy."""
+        out = np.zeros((len(texts), len(self.vocab)), np.float32)
+        for r, t in enumerate(texts):
+            counts: dict[int, int] = {}
+            for g in _ngrams(t):
+                if (j := self.vocab.get(g)) is not None:
+                    counts[j] = counts.get(j, 0) + 1
+            for j, c in counts.items():
+                out[r, j] = (1.0 + np.log(c)) * self.idf[j]
+            n = np.linalg.norm(out[r])
+            if n > 0:
+                out[r] /= n
+        return out
+
+    def prob(self, vecs: np.ndarray, prompts: list[str] | None = None) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-(vecs @ self.coef + self.intercept)))
+        if not self.weight_text:
+            return p
+        if prompts is None or len(prompts) != len(vecs):
+            raise GuardError("semantic: this head has a text part; pass the prompts beside their embeddings")
+        z = self.tfidf([head_text(q) for q in prompts]) @ self.coef_text + self.intercept_text
+        return (1.0 - self.weight_text) * p + self.weight_text / (1.0 + np.exp(-z))
 
 
 _CLAUSES = re.compile(r"[.;:!?\n]+|,\s*(?:then|and then|after that)\s+")
@@ -544,7 +599,7 @@ class SemanticStage:
         chunks = self.chunks(normalize(prompt).text or prompt)
         v = self._embed(chunks)
         # the head reads the whole prompt only (chunk 0): it was trained on whole prompts
-        hp = float(self.head.prob(v[:1])[0]) if self.head is not None else 0.0
+        hp = float(self.head.prob(v[:1], [prompt])[0]) if self.head is not None else 0.0
         harm = v @ self.concept_vecs.T  # (chunks, concepts)
         ben = (v @ self.benign_vecs.T).max(axis=1) if len(self.benign_vecs) else np.zeros(len(chunks))
         # the decision uses the chunk with the largest margin over its benign similarity
