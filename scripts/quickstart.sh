@@ -15,7 +15,7 @@ mkdir -p "$BATCH"
 for f in bikes.mp4 bigbuckbunny.mp4 cockatoo.mp4 vtest.avi carphone_pristine.mp4 Megamind.avi Megamind_bugy.avi; do
   [ -f "$SAMPLES/$f" ] && cp -f "$SAMPLES/$f" "$BATCH/"
 done
-.venv/bin/wfm curate "$BATCH" --out data/store --batch samples
+.venv/bin/wfm curate "$BATCH" --out data/store --catalog data/catalog --batch samples  # the default locations: the UI, `wfm catalog` and `wfm dataset` read the same
 # The rest of the loop, small enough for a laptop CPU (the samples are rough at this size and budget):
 # freeze the curated shards as a dataset version, train a tiny tokenizer and a tiny diffusion world model
 # on exactly that version, and generate a clip through the pre- and post-guard.
@@ -32,7 +32,7 @@ DIT="data/runs/diffusion-tiny-$RUN"
   --out data/generated/city.mp4 --frames 17 --width 256 --height 144
 echo
 echo "Shards:   $PWD/data/store/webdataset_shards/samples/ (manifest.json lists them)"
-echo "Catalog:  $PWD/data/store/catalog (LanceDB);  .venv/bin/wfm catalog stats --catalog data/store/catalog"
+echo "Catalog:  $PWD/data/catalog (LanceDB);  .venv/bin/wfm catalog stats"
 echo "Dataset:  .venv/bin/wfm dataset show samples"
 echo "Models:   $TOK (tokenizer), $DIT (diffusion world model)"
 echo "Video:    $PWD/data/generated/city.mp4"
