@@ -458,7 +458,9 @@ def load_embedder(model_path: str):
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # its "Loading weights" bar would land in every CLI's stderr
         return SentenceTransformer(str(p), device="cpu", local_files_only=True)
     except Exception as e:
         raise GuardError(f"semantic: cannot load the embedder at {p}: {type(e).__name__}: {e}") from e

@@ -68,7 +68,9 @@ class MiniLMTextEncoder(TextEncoder):
         _offline()
         try:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # no "Loading weights" bar in the CLIs' output
             self.model = SentenceTransformer(str(p), device=device, local_files_only=True)
         except Exception as e:
             raise TextEncoderError(f"cannot load MiniLM from {p}: {type(e).__name__}: {e}") from e
