@@ -8,8 +8,8 @@ generated_videos [prompt set]   one guarded Text2World video per prompt of confi
 
 Lineage: generated_videos depends on diffusion_wfm and autoregressive_wfm and, by default, generates with
 the LATEST trained checkpoint of the configured family / preset (`{asset}/{preset}/latest.json` in the
-store). Untrained weights only with `allow_untrained: true` (pipeline tests); `model` names a checkpoint
-folder explicitly.
+store, read by wfm_platform.models.checkpoint.latest_checkpoint). Untrained weights only with
+`allow_untrained: true` (pipeline tests); `model` names a checkpoint folder explicitly.
 """
 
 import contextlib
@@ -21,13 +21,18 @@ import dagster as dg
 
 from assets.models import autoregressive_wfm, diffusion_wfm
 from resources import StorageResource
+from wfm_platform.models.checkpoint import (
+    FAMILY_ASSET,
+    CheckpointError,
+    NoTrainedCheckpoint,
+    latest_checkpoint,
+)
 from wfm_platform.models.generate import PROMPTS_DIR, prompt_set_names
 
 prompt_sets = dg.StaticPartitionsDefinition(prompt_set_names(PROMPTS_DIR))
 GROUP = "generation"
 
 
-FAMILY_ASSET = {"diffusion": "diffusion_wfm", "autoregressive": "autoregressive_wfm"}
 DEFAULT_PRESET = {"diffusion": "diffusion-tiny", "autoregressive": "ar-tiny"}
 
 
@@ -70,21 +75,18 @@ def resolve_model(store, config: GeneratedVideosConfig, stack: contextlib.ExitSt
         raise dg.Failure(f"unknown preset {preset!r} ({e}); see `wfm models list`") from e
     if family_of != config.family:
         raise dg.Failure(f"preset {preset} is in the {family_of} family; set family: {family_of}")
-    latest_rel = f"{asset}/{preset}/latest.json"
-    if store.exists(latest_rel):
-        latest = store.read_json(latest_rel)
-        model_rel = f"{store.rel(latest['uri'])}/model.pt"
-        if not store.exists(model_rel):
-            raise dg.Failure(f"{store.uri(latest_rel)} points at {latest['uri']}, which has no model.pt: "
-                             f"materialize {asset} (preset {preset}) again")
+    try:
         # a local store gives the file itself; a remote one a temp download kept for the whole run
-        local = stack.enter_context(store.local_copy(model_rel))
-        return {"spec": str(local), "preset": preset, "checkpoint": latest["uri"], "version": latest["version"],
-                "dataset": latest.get("dataset") or "", "untrained": False}
-    if not config.allow_untrained:
-        raise dg.Failure(f"no trained {preset} checkpoint ({store.uri(latest_rel)} does not exist): materialize "
-                         f"{asset} first (config preset: {preset}, dataset: NAME@VERSION), or train one with "
-                         f"`wfm train {config.family}`; set allow_untrained: true only to test the pipeline")
+        latest = stack.enter_context(latest_checkpoint(store, asset, preset))
+    except NoTrainedCheckpoint as e:
+        if not config.allow_untrained:
+            raise dg.Failure(f"{e}; set allow_untrained: true only to test the pipeline") from e
+    except CheckpointError as e:  # a pointer to a folder that is gone or unreadable: never fall back
+        raise dg.Failure(str(e)) from e
+    else:
+        p = latest.pointer
+        return {"spec": str(latest.model_path), "preset": preset, "checkpoint": p.uri, "version": p.version,
+                "dataset": p.dataset, "untrained": False}
     log.warning(f"no trained {preset} checkpoint: generating with UNTRAINED weights (allow_untrained)")
     return {"spec": preset, "preset": preset, "checkpoint": "", "version": "", "dataset": "", "untrained": True}
 

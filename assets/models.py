@@ -6,19 +6,16 @@ autoregressive_wfm   a decoder-only transformer over DV tokens (preset ar-tiny b
 Lineage: both read a dataset version (config `dataset`: NAME@VERSION, or NAME for its latest version; the
 exact version read is recorded) and so depend on dataset_versions; tokenizer_checkpoint gives the tokenizer.
 Each materialization is a new versioned checkpoint folder `{root}/{asset}/{preset}/{version}/` (model.pt,
-loss.jsonl, train_config.yaml) plus `{root}/{asset}/{preset}/latest.json`; its metadata shows the loss
+loss.jsonl, train_config.yaml) plus `{root}/{asset}/{preset}/latest.json` (moved only when the new
+checkpoint loads back); the work is wfm_platform.models.publish.train_and_publish. Its metadata shows the loss
 curve, the parameter count, the exact dataset version and a sample preview (a short clip generated from a
 prompt and decoded by the tokenizer). GPU steps carry the k8s pod resources, as the tokenizer's do.
 """
 
 import json
-import math
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 
 from assets.datasets import dataset_versions
 from assets.tokenizer import tokenizer_checkpoint
@@ -58,88 +55,62 @@ def _tokenizer_for(store, name: str, config: WorldModelTrainRun, log) -> str | N
 
 def _train_world_model(context: dg.AssetExecutionContext, config: WorldModelTrainRun, storage: StorageResource,
                        family: str, default_preset: str) -> dg.MaterializeResult:
-    import torch
-
     from wfm_platform.curation.config import REPO_ROOT
     from wfm_platform.models import presets
-    from wfm_platform.models.checkpoint import CheckpointError, load_world_model, read_checkpoint
-    from wfm_platform.models.text import load_text_encoder
-    from wfm_platform.models.train import load_data_tokenizer, load_train_config, preview_jpeg, train
+    from wfm_platform.models.publish import new_version, train_and_publish
+    from wfm_platform.models.train import load_train_config
     from wfm_platform.storage.datasets import DatasetError
 
     asset = context.asset_key.to_user_string()
     store, preset = storage.store(), config.preset or default_preset
     family_of, mcfg = presets.load_preset(preset)
-    if family_of != family:
+    if family_of != family:  # before the tokenizer: a wrong preset is the error worth reporting
         raise dg.Failure(f"preset {preset} is in the {family_of} family; {asset} trains {family} presets")
     cfg_path = Path(config.config_path)
-    tok_ckpt = _tokenizer_for(store, mcfg.tokenizer, config, context.log)
     cfg = load_train_config(cfg_path if cfg_path.is_absolute() else REPO_ROOT / cfg_path,
-                            tokenizer_checkpoint=tok_ckpt)
-    version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{context.run_id[:8]}"
-    rel = f"{asset}/{preset}/{version}"
-    text_encoder = load_text_encoder(cfg.text_encoder)
-    with tempfile.TemporaryDirectory() as tmp:
-        # train next to the data on a local store; elsewhere in a temp folder, then upload the checkpoint
-        out = store.local_path(rel) if store.is_plain_local else Path(tmp) / "run"
-        try:
-            r = train(family, preset, cfg, config.dataset, out, steps=config.steps or None, store=store,
-                      init=config.init or None, text_encoder=text_encoder,
-                      on_step=lambda s, n, p: context.log.info(f"step {s}/{n} loss {p['loss']:.4f}")
-                      if s == n or s % max(1, n // 10) == 0 else None)
-        except DatasetError as e:
-            raise dg.Failure(str(e).strip("'\"")) from e
-        ckpt = read_checkpoint(out)
-        trained = {k: v.detach().cpu() for k, v in r.model.state_dict().items()}
-        try:  # the check: what was written loads back into a model, equal to what was trained
-            model, _ = load_world_model(out)
-            loaded = model.state_dict()
-            load_error = "" if loaded.keys() == trained.keys() and all(
-                torch.equal(loaded[k], trained[k]) for k in trained) else "loaded weights differ from the trained ones"
-        except CheckpointError as e:
-            model, load_error = None, str(e)
-        preview = b""
-        if model is not None:
-            tok = load_data_tokenizer(model.config, tok_ckpt, "cpu")
-            preview = preview_jpeg(model, tok, text_encoder, config.preview_prompt, num_frames=cfg.num_frames,
-                                   size=tuple(cfg.size), steps=config.preview_steps)
-        if not store.is_plain_local:
-            for f in ("model.pt", "loss.jsonl", "train_config.yaml"):
-                store.put_file(out / f, f"{rel}/{f}")
-    uri = store.uri(rel)
-    store.write_json(f"{asset}/{preset}/latest.json", {"version": version, "uri": uri, "dataset": r.dataset,
-                                                       "step": r.step, "preset": preset, "family": family})
-    losses = r.losses
-    finite = bool(losses) and all(math.isfinite(v) for v in losses)
-    first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))
-    params = sum(p.numel() for p in r.model.parameters())
+                            tokenizer_checkpoint=_tokenizer_for(store, mcfg.tokenizer, config, context.log))
+
+    def on_step(s: int, n: int, p: dict) -> None:
+        if s == n or s % max(1, n // 10) == 0:
+            context.log.info(f"step {s}/{n} loss {p['loss']:.4f}")
+
+    try:
+        pub = train_and_publish(store, asset, family, preset, cfg, config.dataset,
+                                version=new_version(context.run_id), steps=config.steps or None,
+                                init=config.init or None, preview_prompt=config.preview_prompt,
+                                preview_steps=config.preview_steps, on_step=on_step)
+    except DatasetError as e:
+        raise dg.Failure(str(e).strip("'\"")) from e
+    if pub.latest is None:
+        context.log.error(f"{pub.uri} does not load back ({pub.load_error}): latest.json was not moved to it")
+    first, last = pub.loss_first5, pub.loss_last5
     return dg.MaterializeResult(
         metadata={
-            "checkpoint": dg.MetadataValue.path(uri),
-            "version": version,
+            "checkpoint": dg.MetadataValue.path(pub.uri),
+            "version": pub.version,
             "preset": preset,
             "family": family,
-            "params": params,
-            "dataset": r.dataset,
-            "dataset_digest": ckpt.get("dataset_digest", ""),
-            "tokenizer": json.dumps(ckpt["tokenizer"]),
+            "params": pub.params,
+            "dataset": pub.dataset,
+            "dataset_digest": pub.dataset_digest,
+            "tokenizer": json.dumps(pub.tokenizer),
             "init": config.init or "(from scratch)",
-            "steps": r.step,
-            "steps_per_s": round(r.steps_per_s, 3),
+            "steps": pub.step,
+            "steps_per_s": round(pub.steps_per_s, 3),
             "loss_first5": round(first, 4),
             "loss_last5": round(last, 4),
-            "loss_curve": dg.MetadataValue.md(report.image_md(report.line_plot_png(losses, "loss"), "image/png",
-                                                              "loss")),
-            "sample_preview": dg.MetadataValue.md(report.image_md(preview, alt=config.preview_prompt)
-                                                  if preview else "(no preview: the checkpoint did not load)"),
+            "loss_curve": dg.MetadataValue.md(report.image_md(report.line_plot_png(pub.losses, "loss"),
+                                                              "image/png", "loss")),
+            "sample_preview": dg.MetadataValue.md(report.image_md(pub.preview, alt=config.preview_prompt)
+                                                  if pub.preview else "(no preview: the checkpoint did not load)"),
         },
-        data_version=dg.DataVersion(version),
+        data_version=dg.DataVersion(pub.version),
         check_results=[
-            dg.AssetCheckResult(check_name="checkpoint_loads", passed=not load_error,
-                                metadata={"tensors": len(ckpt["state_dict"]), "step": ckpt["step"],
-                                          "error": load_error or "none"}),
-            dg.AssetCheckResult(check_name="loss_finite", passed=finite,
-                                metadata={"first5": first, "last5": last, "steps": len(losses)}),
+            dg.AssetCheckResult(check_name="checkpoint_loads", passed=not pub.load_error,
+                                metadata={"tensors": pub.tensors, "step": pub.saved_step,
+                                          "error": pub.load_error or "none"}),
+            dg.AssetCheckResult(check_name="loss_finite", passed=pub.loss_finite,
+                                metadata={"first5": first, "last5": last, "steps": len(pub.losses)}),
         ],
     )
 

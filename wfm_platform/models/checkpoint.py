@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import BaseModel, field_validator
+
+if TYPE_CHECKING:
+    from ..storage.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +158,99 @@ def read_loss_log(dir: str | os.PathLike) -> list[dict]:
     from ..config_io import read_jsonl
 
     return read_jsonl(Path(dir) / LOG_FILE)
+
+
+# ---------------------------------------------------------------- the latest-checkpoint pointer
+# Trained checkpoints live in versioned folders of the object store, {asset}/{preset}/{version}/, and
+# {asset}/{preset}/latest.json names the newest one. Training publishes it (last, after the folder is
+# complete); generation reads it when no checkpoint folder is named.
+LATEST_FILE = "latest.json"
+# the store prefix each family's checkpoints are published under (the Dagster asset of the same name)
+FAMILY_ASSET = {"diffusion": "diffusion_wfm", "autoregressive": "autoregressive_wfm"}
+
+
+class NoTrainedCheckpoint(CheckpointError):
+    """No latest.json for this asset / preset yet: nothing has been trained (or published) for it."""
+
+
+class LatestPointer(BaseModel):
+    """The content of {asset}/{preset}/latest.json (older pointers may lack step / preset / family)."""
+
+    model_config = {"extra": "ignore"}
+
+    version: str
+    uri: str  # the checkpoint folder's URI in the store
+    dataset: str = ""  # "NAME@VERSION" it was trained on
+    step: int = 0
+    preset: str = ""
+    family: str = ""
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v):
+        return v or ""
+
+
+@dataclass
+class LatestCheckpoint:
+    pointer: LatestPointer
+    pointer_uri: str  # where latest.json is
+    model_path: Path  # a local model.pt: the file itself on a local store, else a temp download
+
+
+def latest_rel(asset: str, preset: str) -> str:
+    return f"{asset}/{preset}/{LATEST_FILE}"
+
+
+def publish_latest(store: ObjectStore, asset: str, preset: str, folder: str, *, version: str, dataset: str,
+                   step: int, family: str) -> LatestPointer:
+    """Point {asset}/{preset}/latest.json at the checkpoint folder `folder` (a key in `store`); returns
+    what was written.
+
+    Written atomically (ObjectStore.write_json: temp name then rename, or one PUT on object stores), so a
+    reader sees the old pointer or the new one, never half of one. Call it once the folder is complete:
+    a folder without model.pt is refused rather than published."""
+    if not store.exists(f"{folder}/{MODEL_FILE}"):
+        raise CheckpointError(f"cannot publish {store.uri(folder)} as the latest {preset} checkpoint: it has "
+                              f"no {MODEL_FILE} (upload the checkpoint folder first)")
+    pointer = LatestPointer(version=version, uri=store.uri(folder), dataset=dataset, step=step, preset=preset,
+                            family=family)
+    where = store.write_json(latest_rel(asset, preset), pointer.model_dump())
+    log.info("latest %s checkpoint: %s (%s)", preset, pointer.uri, where)
+    return pointer
+
+
+def read_latest(store: ObjectStore, asset: str, preset: str) -> LatestPointer:
+    """The parsed latest.json. NoTrainedCheckpoint when there is none; CheckpointError when it is unreadable."""
+    rel = latest_rel(asset, preset)
+    if not store.exists(rel):
+        family = {a: f for f, a in FAMILY_ASSET.items()}.get(asset, "FAMILY")
+        raise NoTrainedCheckpoint(
+            f"no trained {preset} checkpoint ({store.uri(rel)} does not exist): materialize {asset} first "
+            f"(config preset: {preset}, dataset: NAME@VERSION), or train one with `wfm train {family}` and "
+            "pass --model PATH")
+    try:
+        return LatestPointer.model_validate_json(store.read_bytes(rel))
+    except ValueError as e:  # not JSON, or no version / uri (pydantic's ValidationError is a ValueError)
+        raise CheckpointError(f"{store.uri(rel)} is not a checkpoint pointer ({str(e)[:200]}): materialize "
+                              f"{asset} (preset {preset}) again") from e
+
+
+@contextmanager
+def latest_checkpoint(store: ObjectStore, asset: str, preset: str) -> Iterator[LatestCheckpoint]:
+    """The latest trained checkpoint of `asset` / `preset`, with a local model.pt for the `with` block
+    (on a remote store a temp download, removed afterwards).
+
+    NoTrainedCheckpoint: no pointer yet. CheckpointError: the pointer is unreadable or its folder is gone."""
+    pointer = read_latest(store, asset, preset)
+    pointer_uri = store.uri(latest_rel(asset, preset))
+    try:
+        model_rel = f"{store.rel(pointer.uri)}/{MODEL_FILE}"
+    except ValueError as e:  # a folder outside this store: written by hand, or the store moved
+        raise CheckpointError(f"{pointer_uri} points at {pointer.uri}, outside {store.uri()}: materialize "
+                              f"{asset} (preset {preset}) again") from e
+    if not store.exists(model_rel):
+        raise CheckpointError(f"{pointer_uri} points at {pointer.uri}, which has no {MODEL_FILE}: "
+                              f"materialize {asset} (preset {preset}) again")
+    with store.local_copy(model_rel) as local:
+        yield LatestCheckpoint(pointer, pointer_uri, Path(local))
