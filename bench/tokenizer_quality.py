@@ -109,6 +109,9 @@ def main() -> None:
     ap.add_argument("--num-frames", type=int, default=9)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--resize-short", type=int, default=None,
+                    help="resize training frames' short side to this before cropping (match the held-out scale)")
+    ap.add_argument("--channels", type=int, default=None, help="override the preset's base width")
     ap.add_argument("--num-workers", type=int, default=0, help="decode processes (use them on a GPU)")
     ap.add_argument("--prepare", type=Path, help="only curate shards + held-out clips into this folder")
     ap.add_argument("--data", type=Path, help="use a folder made by --prepare instead of curating")
@@ -122,7 +125,8 @@ def main() -> None:
                                 "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
                                 "threads": torch.get_num_threads()},
                     "steps": a.steps, "preset": a.preset, "crop": a.crop, "num_frames": a.num_frames,
-                    "batch_size": a.batch_size, "held_out": [h[0] for h in HELD_OUT], "rows": []}
+                    "batch_size": a.batch_size, "resize_short": a.resize_short, "channels": a.channels,
+                    "held_out": [h[0] for h in HELD_OUT], "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if a.data:
@@ -137,7 +141,8 @@ def main() -> None:
             cfg = load_train_config(ROOT / "configs/tokenizer/train_tiny.yaml", tokenizer=name, preset=a.preset,
                                     crop=(a.crop, a.crop), steps=a.steps, checkpoint_every=a.steps,
                                     num_frames=a.num_frames, batch_size=a.batch_size, lr=a.lr,
-                                    num_workers=a.num_workers, log_every=10)
+                                    num_workers=a.num_workers, log_every=10, resize_short=a.resize_short,
+                                    model={"channels": a.channels} if a.channels else {})
             t0 = time.perf_counter()
             res = train(cfg, shards, runs / f"run_{name}")
             secs = time.perf_counter() - t0

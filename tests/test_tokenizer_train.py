@@ -359,3 +359,16 @@ def test_cli_train_progress_and_bad_inputs(data, tmp_path):
     fails(tokenizer_app, ["eval", str(data["held_out"]), "--checkpoint", str(garbage)], "not a readable checkpoint")
     with pytest.raises(ShardSourceError):
         ClipStream([], ClipStreamConfig())
+
+
+def test_lr_factor_warmup_then_cosine_to_min_ratio():
+    from wfm_platform.tokenizer.train import lr_factor
+
+    assert [lr_factor(i, 100, 4, 0.1) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 100, 4, 0.1) == pytest.approx(1.0)
+    assert lr_factor(52, 100, 4, 0.1) == pytest.approx(0.55)  # halfway through the cosine
+    assert lr_factor(100, 100, 4, 0.1) == pytest.approx(0.1)
+    assert lr_factor(500, 100, 4, 0.1) == pytest.approx(0.1)  # past the end: stays at the floor
+    assert {lr_factor(i, 100, 0, 1.0) for i in range(0, 120, 7)} == {1.0}  # min_lr_ratio 1: constant
+    factors = [lr_factor(i, 100, 0, 0.0) for i in range(101)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -38,7 +37,15 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from ..config_io import read_yaml_mapping, trim_jsonl, with_overrides
-from ..tokenizer.train import Dist, _all_reduce, _atomic_save, _rng_state, _set_rng_state, setup_distributed
+from ..tokenizer.train import (
+    Dist,
+    _all_reduce,
+    _atomic_save,
+    _rng_state,
+    _set_rng_state,
+    lr_factor,
+    setup_distributed,
+)
 from .checkpoint import (
     LOG_FILE,
     MODEL_FILE,
@@ -239,14 +246,7 @@ def _load_optimizer(root: _LossModule, opt, state: dict, cfg: TrainConfig, d: Di
 
 
 def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    def f(i: int) -> float:  # i = optimizer steps taken so far
-        if cfg.warmup_steps and i < cfg.warmup_steps:
-            return (i + 1) / cfg.warmup_steps
-        span = max(total - cfg.warmup_steps, 1)
-        progress = min(max(i - cfg.warmup_steps, 0) / span, 1.0)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
+    return lambda i: lr_factor(i, total, cfg.warmup_steps, cfg.min_lr_ratio)  # i = optimizer steps taken so far
 
 
 # ---------------------------------------------------------------- training

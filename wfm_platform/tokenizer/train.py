@@ -73,6 +73,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay from lr to lr * this at `steps` "
+                                "(1.0: constant lr)")
     grad_clip: float = Field(1.0, ge=0, description="0: no clipping")
     loss: LossConfig = Field(default_factory=LossConfig)
     seed: int = 0
@@ -99,6 +101,15 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides) -> Tra
                  "--dataset or --shards", path, DATA_KEY)
         data.pop(DATA_KEY)
     return with_overrides(TrainConfig, data, overrides)
+
+
+def lr_factor(step: int, total: int, warmup_steps: int, min_lr_ratio: float) -> float:
+    """Learning-rate multiplier after `step` optimizer steps: linear warm-up, then cosine to min_lr_ratio at
+    `total` (shared by the tokenizer and world-model trainers)."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(max(step - warmup_steps, 0) / max(total - warmup_steps, 1), 1.0)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 # ---------------------------------------------------------------- distributed
@@ -402,7 +413,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
     model.train()
     if step < total:
         for batch in batches(stream, cfg.batch_size, cfg.num_workers):
-            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            lr = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = lr
             x = batch["video"].to(d.device, non_blocking=True)
