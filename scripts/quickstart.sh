@@ -15,7 +15,7 @@ mkdir -p "$BATCH"
 for f in bikes.mp4 bigbuckbunny.mp4 cockatoo.mp4 vtest.avi carphone_pristine.mp4 Megamind.avi Megamind_bugy.avi; do
   [ -f "$SAMPLES/$f" ] && cp -f "$SAMPLES/$f" "$BATCH/"
 done
-.venv/bin/wfm curate "$BATCH" --out data/store --catalog data/catalog --batch samples  # the default locations: the UI, `wfm catalog` and `wfm dataset` read the same
+.venv/bin/wfm curate "$BATCH" --batch samples  # default locations (data/store, data/catalog): the UI, `wfm catalog` and `wfm dataset` read the same
 # The rest of the loop, small enough for a laptop CPU (the samples are rough at this size and budget):
 # freeze the curated shards as a dataset version, train a tiny tokenizer and a tiny diffusion world model
 # on exactly that version, and generate a clip through the pre- and post-guard.

@@ -77,3 +77,20 @@ def test_ingest_then_backfill(tmp_path, samples_dir):
     assert json.loads(r.stdout)[0]["clips"] == 3
     r = run(["backfill", "nope"], env=env)
     assert r.returncode != 0 and "not ready" in r.stderr
+
+
+def test_curate_locations_default_to_the_catalog_every_other_command_reads(tmp_path, monkeypatch):
+    from wfm_platform.cli import curate_locations
+
+    for k in ("WFM_STORAGE_ROOT", "WFM_CATALOG_URI"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("WFM_DATA_DIR", str(tmp_path / "data"))
+    data = (tmp_path / "data").resolve()
+    assert curate_locations("", "") == (str(data / "store"), str(data / "catalog"))
+    assert curate_locations(str(tmp_path / "o"), "") == (str(tmp_path / "o"), str(tmp_path / "o" / "catalog"))
+    assert curate_locations("s3://b/root/", "") == ("s3://b/root/", "s3://b/root/catalog")
+    assert curate_locations("", "az://c/cat") == (str(data / "store"), "az://c/cat")
+    monkeypatch.setenv("WFM_CATALOG_URI", "gs://b/cat")
+    assert curate_locations(str(tmp_path / "o"), "")[1] == "gs://b/cat"
+    monkeypatch.setenv("WFM_STORAGE_ROOT", "s3://b/store")
+    assert curate_locations("", "") == ("s3://b/store", "gs://b/cat")

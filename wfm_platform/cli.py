@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .curation.config import REPO_ROOT
+from .curation.config import REPO_ROOT, data_dir
 
 app = typer.Typer(
     help="wfm-platform: curate raw video into WFM training data (Dagster assets under the hood).",
@@ -181,12 +181,29 @@ def _print_summary(s: dict) -> None:
     err.print(f"shards: [bold]{s['manifest']}[/]")
 
 
+def curate_locations(out: str, catalog: str) -> tuple[str, str]:
+    """(store root, catalog URI) for `wfm curate`: --out, else $WFM_STORAGE_ROOT, else <data>/store; --catalog,
+    else $WFM_CATALOG_URI, else <out>/catalog when a store was named, else <data>/catalog (the catalog
+    `wfm catalog`, `wfm dataset` and the Dagster resources open by default)."""
+    from .storage.catalog_cli import default_catalog_uri
+
+    named = out or os.environ.get("WFM_STORAGE_ROOT")
+    if not catalog:
+        if os.environ.get("WFM_CATALOG_URI") or not named:
+            catalog = default_catalog_uri()
+        else:
+            catalog = f"{named.rstrip('/')}/catalog" if "://" in named else str(Path(named) / "catalog")
+    return named or str(data_dir() / "store"), catalog
+
+
 @app.command()
 def curate(
     folder: Annotated[str, typer.Argument(help="a local folder (or object-store URI) of videos: one batch")],
     out: Annotated[str, typer.Option(help="object-store root for all outputs (path or file/s3/gs/az URI)")] = "",
     batch: Annotated[str, typer.Option(help="batch (partition) name; default: from the folder name")] = "",
-    catalog: Annotated[str, typer.Option(help="LanceDB catalog URI; default: <out>/catalog")] = "",
+    catalog: Annotated[str, typer.Option(help="LanceDB catalog URI; default: $WFM_CATALOG_URI, else <out>/catalog "
+                                         "when --out is given, else data/catalog (where `wfm catalog`, `wfm dataset` "
+                                         "and the UI look)")] = "",
     config: Annotated[Path | None, typer.Option(help="pipeline YAML; default configs/pipeline.yaml")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on stdout")] = False,
 ):
@@ -203,9 +220,9 @@ def curate(
     name = batch or batch_name_for(folder)
     if not valid_batch_name(name):
         _die(f"batch name {name!r}: use letters, digits, '.', '_' or '-'")
-    out = out or os.environ.get("WFM_STORAGE_ROOT") or str(REPO_ROOT / "data" / "store")
+    out, catalog = curate_locations(out, catalog)
     try:
-        summary = run_batch(name, folder, _local_runs().resources_for(out, catalog or None, config))
+        summary = run_batch(name, folder, _local_runs().resources_for(out, catalog, config))
     except RuntimeError as e:
         _die(str(e))
     if as_json:
