@@ -52,14 +52,7 @@ def structured_tokens(b: int, t: int, vocab: int, seed: int = 0) -> torch.Tensor
     return torch.where(noise, torch.randint(0, vocab, frames.shape, generator=g), frames)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and on a shared loaded machine OpenMP's spinning threads make
-    every small op ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny tensors
 
 
 @pytest.fixture(scope="module")

@@ -26,14 +26,7 @@ from wfm_platform.storage.objectstore import ObjectStore
 ASSET, PRESET = "diffusion_wfm", "diffusion-tiny"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the box is shared
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny tensors
 
 
 @pytest.fixture(scope="module")

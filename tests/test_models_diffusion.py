@@ -29,13 +29,7 @@ def _text(B: int, L: int = 5, D: int = 24, seed: int = 0):
     return emb, mask
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny matrices: on a shared 2-core box extra threads only add contention (10x slower measured)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny tensors
 
 
 @pytest.fixture(scope="module")
