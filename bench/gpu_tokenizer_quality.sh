@@ -16,7 +16,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 STEPS=${STEPS:-1500}
 for name in ${NAMES:-cv4x8x8 dv4x8x8}; do
   timeout "${PER_RUN_S:-200}" python3 bench/tokenizer_quality.py --data .cache/tokq --names "$name" --preset default \
-    --crop 128 --num-frames 17 --batch-size 8 --steps "$STEPS" --lr 5e-4 --num-workers 12 --out "$OUT/runs_$name" \
+    --crop 128 --resize-short 144 --num-frames 17 --batch-size 8 --steps "$STEPS" --lr 5e-4 --num-workers 12 \
+    --out "$OUT/runs_$name" \
     > "$OUT/tokq_$name.json" 2> "$OUT/tokq_$name.log"
   echo "$name rc=$?"; grep '^{"tokenizer"' "$OUT/tokq_$name.json"; tail -3 "$OUT/tokq_$name.log"
 done
