@@ -411,9 +411,12 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
             log.info("checkpoint at step %d -> %s", step, ckpt_file)
 
     model.train()
+    # the lr schedule spans the configured run (cfg.steps): a run stopped early (steps=3) and resumed later
+    # follows the same learning rates as an uninterrupted one
+    horizon = max(cfg.steps, total)
     if step < total:
         for batch in batches(stream, cfg.batch_size, cfg.num_workers):
-            lr = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
+            lr = cfg.lr * lr_factor(step, horizon, cfg.warmup_steps, cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = lr
             x = batch["video"].to(d.device, non_blocking=True)
