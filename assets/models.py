@@ -33,7 +33,7 @@ class WorldModelTrainRun(dg.Config):
     preset: str = ""  # configs/models/<preset>.yaml; empty: diffusion-tiny / ar-tiny
     config_path: str = "configs/train/world_tiny.yaml"  # TrainConfig YAML, relative to the repo root
     steps: int = 0  # 0: the YAML's steps
-    init: str = ""  # a checkpoint folder to post-train from (weights only)
+    init: str = ""  # post-train from (weights only): a checkpoint folder, or PRESET@latest (e.g. diffusion-tiny@latest)
     tokenizer_checkpoint: str = ""  # empty: the store's tokenizer_checkpoint/<name>/checkpoint.pt
     allow_untrained_tokenizer: bool = False  # explicit opt-in to random tokenizer weights (pipeline tests)
     preview_prompt: str = "a street with cars and people walking, daytime"

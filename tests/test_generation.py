@@ -325,6 +325,29 @@ def test_cli_bad_input_exit_1(tmp_path):
     assert r.exit_code == 1 and "not found" in r.stderr
 
 
+def test_cli_model_preset_at_latest(tmp_path):
+    """--model PRESET@latest: the checkpoint the diffusion_wfm asset last published in --store."""
+    from wfm_platform.models import presets
+    from wfm_platform.models.checkpoint import publish_latest, save_checkpoint
+    from wfm_platform.storage.objectstore import ObjectStore
+
+    store, out = ObjectStore(str(tmp_path / "store")), tmp_path / "o.mp4"
+    args = ["text2world", "--model", "diffusion-tiny@latest", "--store", store.uri(), "--prompt", PROMPT,
+            "--out", str(out), "--frames", "9", "--width", "64", "--height", "32", "--steps", "1", "--no-guards",
+            "--json"]
+    r = CliRunner().invoke(generate_app, args)
+    assert r.exit_code == 1 and "no trained diffusion-tiny checkpoint" in r.stderr and not out.exists()
+    folder = "diffusion_wfm/diffusion-tiny/v1"
+    save_checkpoint(store.local_path(folder), presets.build_model("diffusion-tiny"), step=5,
+                    meta={"preset": "diffusion-tiny", "dataset": "bikes@1.0.0"})
+    publish_latest(store, "diffusion_wfm", "diffusion-tiny", folder, version="v1", dataset="bikes@1.0.0", step=5,
+                   family="diffusion")
+    r = CliRunner().invoke(generate_app, args)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["untrained"] is False and probe(out, count_frames=True).num_frames == 9
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the synthetic-data loop: generated_videos -> a new upload batch the sensor picks up
 # ---------------------------------------------------------------------------------------------------------

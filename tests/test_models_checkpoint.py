@@ -19,6 +19,7 @@ from wfm_platform.models.checkpoint import (
     load_world_model,
     publish_latest,
     read_latest,
+    resolve_model_ref,
     save_checkpoint,
 )
 from wfm_platform.storage.objectstore import ObjectStore
@@ -181,3 +182,34 @@ def test_train_and_publish_remote_store(remote_dataset, monkeypatch):
     assert "truncated" in bad.load_error and bad.latest is None and bad.preview == b""
     assert store.exists(f"{bad.rel}/model.pt")
     assert read_latest(store, ASSET, PRESET).version == pub.version  # the pointer did not move
+
+
+# ---------------------------------------------------------------- PRESET@latest, as the CLIs take it
+def test_resolve_model_ref(ckpt_dir, tmp_path):
+    store = ObjectStore(str(tmp_path / "store"))
+    with resolve_model_ref(str(ckpt_dir), store) as spec:  # a folder or preset name passes through untouched
+        assert spec == str(ckpt_dir)
+    with resolve_model_ref(PRESET, store) as spec:
+        assert spec == PRESET
+    with pytest.raises(NoTrainedCheckpoint, match="no trained diffusion-tiny checkpoint"):
+        with resolve_model_ref(f"{PRESET}@latest", store):
+            pass
+    publish_latest(store, ASSET, PRESET, _upload(store, ckpt_dir, "v1"), version="v1", dataset="bikes@1.0.0",
+                   step=7, family="diffusion")
+    with resolve_model_ref(f"{PRESET}@latest", store) as spec:
+        _, meta = load_world_model(spec)
+        assert Path(spec) == store.local_path(f"{ASSET}/{PRESET}/v1/model.pt")
+        assert meta["step"] == 7 and not meta["untrained"]
+    with pytest.raises(CheckpointError, match="not a preset") as e:
+        with resolve_model_ref("diffusion-huge@latest", store):
+            pass
+    assert "diffusion-tiny" in str(e.value)  # lists the presets there are
+
+
+def test_resolve_model_ref_reads_the_default_store(ckpt_dir, tmp_path, monkeypatch):
+    store = ObjectStore(str(tmp_path / "elsewhere"))
+    publish_latest(store, ASSET, PRESET, _upload(store, ckpt_dir, "v3"), version="v3", dataset="bikes@1.0.0",
+                   step=7, family="diffusion")
+    monkeypatch.setenv("WFM_STORAGE_ROOT", str(tmp_path / "elsewhere"))
+    with resolve_model_ref(f"{PRESET}@latest") as spec:
+        assert "v3" in spec and Path(spec).exists()

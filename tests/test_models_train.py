@@ -305,5 +305,18 @@ def test_cli_train_json_and_errors(data, tmp_path):
     fails(["autoregressive", *args, "--out", str(tmp_path / "x"), "--init", str(tmp_path / "nope")],
           "no world-model checkpoint")
     fails(["autoregressive", *args, "--out", str(tmp_path / "ok")], "--resume")
+    fails(["autoregressive", *args, "--out", str(tmp_path / "x"), "--init", "ar-tiny@latest"],
+          "no trained ar-tiny checkpoint")
+    # PRESET@latest: post-train from what the autoregressive_wfm asset last published in --store
+    from wfm_platform.models.checkpoint import publish_latest
+
+    store = data["store"]
+    store.put_file(tmp_path / "ok" / "model.pt", "autoregressive_wfm/ar-tiny/v1/model.pt")
+    publish_latest(store, "autoregressive_wfm", "ar-tiny", "autoregressive_wfm/ar-tiny/v1", version="v1",
+                   dataset="bikes@1.0.0", step=2, family="autoregressive")
+    res = runner.invoke(train_app, ["autoregressive", *args, "--out", str(tmp_path / "post"), "--steps", "1",
+                                    "--init", "ar-tiny@latest", "--json"])
+    assert res.exit_code == 0, res.output
+    assert read_checkpoint(tmp_path / "post")["init"].endswith("autoregressive_wfm/ar-tiny/v1/model.pt")
     fails(["autoregressive", "--model", "ar-tiny", "--config", str(tmp_path / "missing.yaml"), "--dataset",
            "bikes@1.0.0", "--out", str(tmp_path / "x")], "does not exist")

@@ -254,3 +254,37 @@ def latest_checkpoint(store: ObjectStore, asset: str, preset: str) -> Iterator[L
                               f"materialize {asset} (preset {preset}) again")
     with store.local_copy(model_rel) as local:
         yield LatestCheckpoint(pointer, pointer_uri, Path(local))
+
+
+LATEST_SUFFIX = "@latest"
+
+
+@contextmanager
+def resolve_model_ref(ref: str | os.PathLike, store: ObjectStore | None = None) -> Iterator[str]:
+    """What load_world_model / --init should read for a model reference a user typed.
+
+    "PRESET@latest" (e.g. diffusion-tiny@latest) is the latest trained checkpoint of that preset in the
+    store (default: $WFM_STORAGE_ROOT, else data/store), i.e. what the Dagster asset last published: yields
+    a local model.pt (a temp download on a remote store, for the `with` block). Anything else (a checkpoint
+    folder, a model.pt, a preset name) is yielded unchanged.
+    NoTrainedCheckpoint / CheckpointError when the preset has no (readable) latest checkpoint."""
+    ref = str(ref)
+    if not ref.endswith(LATEST_SUFFIX):
+        yield ref
+        return
+    from . import presets
+
+    preset = ref[: -len(LATEST_SUFFIX)]
+    try:
+        family, _ = presets.load_preset(preset)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        names = ", ".join(p["name"] for p in presets.list_presets())
+        raise CheckpointError(f"{ref}: {preset!r} is not a preset ({names})") from e
+    if store is None:
+        from ..tokenizer.train import default_store
+
+        store = default_store()
+    with latest_checkpoint(store, FAMILY_ASSET[family], preset) as latest:
+        p = latest.pointer
+        log.info("%s = %s (version %s, step %d, dataset %s)", ref, p.uri, p.version, p.step, p.dataset or "?")
+        yield str(latest.model_path)

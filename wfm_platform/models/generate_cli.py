@@ -8,6 +8,7 @@ Exit codes: 0 written; 1 bad input or a component that cannot load; 2 prompt ref
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -30,7 +31,11 @@ def _group() -> None:
 
 
 # options shared by both commands (typer has no option groups: a module-level Annotated per option)
-Model = Annotated[str, typer.Option("--model", "-m", help="checkpoint folder (model.pt) or preset name (untrained)")]
+Model = Annotated[str, typer.Option("--model", "-m", help="checkpoint folder (model.pt); PRESET@latest for the latest "
+                                     "checkpoint trained for a preset (e.g. diffusion-tiny@latest, read from --store); "
+                                     "or a bare preset name (untrained weights: pipeline tests only)")]
+Store = Annotated[str | None, typer.Option(help="object-store root PRESET@latest is read from (default: "
+                                           "$WFM_STORAGE_ROOT, else data/store)")]
 Prompt = Annotated[str, typer.Option("--prompt", "-p", help="what the video shows")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="the mp4 to write")]
 Seed = Annotated[int, typer.Option(help="random seed")]
@@ -56,15 +61,29 @@ AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON o
 
 
 def _run(mode: str, *, as_json: bool, video: Path | None = None, **kw) -> None:
-    from .generate import GenerationError, OutputRejected, PromptRefused, generate_video, make_request
+    from ..storage.objectstore import ObjectStore
+    from .checkpoint import CheckpointError, resolve_model_ref
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = kw.pop("config")
     no_guards = kw.pop("no_guards")
     offload = {k: kw.pop(f"offload_{k}") for k in ("text_encoder", "tokenizer", "model")}
+    store = kw.pop("store", None)
     guards = {"violation_log": kw.pop("violation_log")}
     if no_guards:
         guards["enabled"] = False
+    with contextlib.ExitStack() as stack:
+        try:  # PRESET@latest -> the local model.pt of the latest published checkpoint (kept for the whole run)
+            kw["model"] = stack.enter_context(resolve_model_ref(kw["model"], ObjectStore(store) if store else None))
+        except CheckpointError as e:
+            err.print(f"[red]error:[/red] {e}", soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        _generate(mode, as_json, config, video, offload, guards, kw)
+
+
+def _generate(mode: str, as_json: bool, config, video: Path | None, offload: dict, guards: dict, kw: dict) -> None:
+    from .generate import GenerationError, OutputRejected, PromptRefused, generate_video, make_request
+
     try:
         req = make_request(mode, config=config, video=str(video) if video else None,
                            offload={k: v for k, v in offload.items() if v} or None,
@@ -117,13 +136,13 @@ def text2world(model: Model, prompt: Prompt, out: Out, seed: Seed = 0, steps: St
                offload_text_encoder: OffText = False, offload_tokenizer: OffTok = False,
                offload_model: OffModel = False, no_guards: NoGuards = False, device: Device = None,
                tokenizer: Tokenizer = None, text_encoder: TextEnc = None, config: Config = None,
-               violation_log: ViolationLog = None, as_json: AsJson = False) -> None:
+               violation_log: ViolationLog = None, store: Store = None, as_json: AsJson = False) -> None:
     """Text -> video."""
     _run("text2world", as_json=as_json, model=model, prompt=prompt, out=out, seed=seed, steps=steps,
          guidance=guidance, frames=frames, width=width, height=height, fps=fps, top_p=top_p,
          temperature=temperature, medusa=medusa, offload_text_encoder=offload_text_encoder,
          offload_tokenizer=offload_tokenizer, offload_model=offload_model, no_guards=no_guards, device=device,
-         tokenizer=tokenizer, text_encoder=text_encoder, config=config, violation_log=violation_log)
+         tokenizer=tokenizer, text_encoder=text_encoder, config=config, violation_log=violation_log, store=store)
 
 
 @generate_app.command("video2world")
@@ -135,10 +154,11 @@ def video2world(model: Model, prompt: Prompt, out: Out,
                 temperature: Temp = None, medusa: Medusa = None, offload_text_encoder: OffText = False,
                 offload_tokenizer: OffTok = False, offload_model: OffModel = False, no_guards: NoGuards = False,
                 device: Device = None, tokenizer: Tokenizer = None, text_encoder: TextEnc = None,
-                config: Config = None, violation_log: ViolationLog = None, as_json: AsJson = False) -> None:
+                config: Config = None, violation_log: ViolationLog = None, store: Store = None,
+                as_json: AsJson = False) -> None:
     """Text + the first frames of a video -> its continuation (the conditioning frames are kept)."""
     _run("video2world", as_json=as_json, video=video, cond_frames=cond_frames, model=model, prompt=prompt,
          out=out, seed=seed, steps=steps, guidance=guidance, frames=frames, width=width, height=height, fps=fps,
          top_p=top_p, temperature=temperature, medusa=medusa, offload_text_encoder=offload_text_encoder,
          offload_tokenizer=offload_tokenizer, offload_model=offload_model, no_guards=no_guards, device=device,
-         tokenizer=tokenizer, text_encoder=text_encoder, config=config, violation_log=violation_log)
+         tokenizer=tokenizer, text_encoder=text_encoder, config=config, violation_log=violation_log, store=store)

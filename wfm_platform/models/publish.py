@@ -14,6 +14,7 @@ Layout in the store: {asset}/{preset}/{version}/ (model.pt, loss.jsonl, train_co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -34,6 +35,7 @@ from .checkpoint import (
     load_world_model,
     publish_latest,
     read_checkpoint,
+    resolve_model_ref,
 )
 
 if TYPE_CHECKING:
@@ -105,7 +107,7 @@ def train_and_publish(store: ObjectStore, asset: str, family: str, preset: str, 
                       on_step: Callable[[int, int, dict], None] | None = None) -> PublishedCheckpoint:
     """Train `preset` of `family` on `dataset` (NAME@VERSION, or NAME: its latest version) into
     {asset}/{preset}/{version}/ of `store`, check that it loads back, render a preview, and point
-    {asset}/{preset}/latest.json at it.
+    {asset}/{preset}/latest.json at it. `init` (post-training) is a checkpoint folder or PRESET@latest.
 
     A local store trains in place; any other store trains in a temp folder and uploads PUBLISHED_FILES.
     The pointer moves only when the checkpoint loads back (a broken checkpoint is kept, with load_error set,
@@ -116,10 +118,11 @@ def train_and_publish(store: ObjectStore, asset: str, family: str, preset: str, 
 
     rel = f"{asset}/{preset}/{version}"
     text_encoder = load_text_encoder(cfg.text_encoder)  # once: training and the preview share it
-    with tempfile.TemporaryDirectory(prefix="wfm-train-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="wfm-train-") as tmp, \
+            resolve_model_ref(init, store) if init else contextlib.nullcontext() as init_path:
         # train next to the data on a local store; elsewhere in a temp folder, then upload the checkpoint
         out = store.local_path(rel) if store.is_plain_local else Path(tmp) / "run"
-        r = train(family, preset, cfg, dataset, out, steps=steps, store=store, init=init,
+        r = train(family, preset, cfg, dataset, out, steps=steps, store=store, init=init_path,
                   text_encoder=text_encoder, on_step=on_step)
         ckpt = read_checkpoint(out)
         trained = {k: v.detach().cpu() for k, v in r.model.state_dict().items()}

@@ -7,6 +7,7 @@ Several processes: `torchrun --nproc_per_node N -m wfm_platform.models.train FAM
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -28,12 +29,12 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
-def _run(family: str, model: str, config: Path, dataset: str, out: Path, steps: int | None, init: Path | None,
+def _run(family: str, model: str, config: Path, dataset: str, out: Path, steps: int | None, init: str | None,
          resume: bool, store: str | None, strategy: str | None, as_json: bool,
          tokenizer_checkpoint: str | None = None) -> None:
     from ..storage.objectstore import ObjectStore
     from ..tokenizer.data import ShardSourceError
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, resolve_model_ref
     from .train import load_train_config, train
 
     try:
@@ -41,10 +42,13 @@ def _run(family: str, model: str, config: Path, dataset: str, out: Path, steps: 
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     total = steps or cfg.steps
-    with training_progress(f"train {model}", total, err, disable=as_json) as on_step:
+    the_store = ObjectStore(store) if store else None
+    with contextlib.ExitStack() as stack:
         try:
-            r = train(family, model, cfg, dataset, out, steps=steps, init=init, resume=resume,
-                      store=ObjectStore(store) if store else None, on_step=on_step)
+            init = stack.enter_context(resolve_model_ref(init, the_store)) if init else None
+            on_step = stack.enter_context(training_progress(f"train {model}", total, err, disable=as_json))
+            r = train(family, model, cfg, dataset, out, steps=steps, init=init, resume=resume, store=the_store,
+                      on_step=on_step)
         except (FileNotFoundError, CheckpointError, ShardSourceError, ValueError, KeyError) as e:
             _fail(str(e).strip("'\""))
     res = {"out": str(r.out_dir), "step": r.step, "dataset": r.dataset, "checkpoint": str(r.checkpoint),
@@ -61,7 +65,8 @@ Config = Annotated[Path, typer.Option(help="training YAML, e.g. configs/train/wo
 Dataset = Annotated[str, typer.Option(help="dataset version NAME@VERSION (wfm dataset list); NAME: latest")]
 Out = Annotated[Path, typer.Option(help="run folder = checkpoint folder (model.pt, train_state.pt, loss.jsonl)")]
 Steps = Annotated[int | None, typer.Option(help="train until this total step (default: config)")]
-Init = Annotated[Path | None, typer.Option(help="post-train from this checkpoint (weights only, new optimizer)")]
+Init = Annotated[str | None, typer.Option(help="post-train from this checkpoint (weights only, new optimizer): a "
+                                          "checkpoint folder, or PRESET@latest for the latest one published in --store")]
 Resume = Annotated[bool, typer.Option("--resume", help="continue the checkpoint in --out exactly")]
 Store = Annotated[str | None, typer.Option(help="object-store root with the datasets (default: WFM_STORAGE_ROOT "
                                            "or ./data/store)")]
