@@ -17,4 +17,5 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >
     || echo "warning: apt-get install postgresql failed; the PostgreSQL tests will be skipped"
 fi
 .venv/bin/ruff check --quiet --select F,E9 wfm_platform assets resources sensors jobs bench tests definitions.py
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# --durations: the slowest tests in every CI log (the suite runs close to its 20-minute budget)
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

@@ -85,6 +85,28 @@ def test_tricky_benign_prompts_pass(guard, prompt):
     assert v.allowed, (prompt, v.reasons)
 
 
+def test_blocklist_camera_shot_is_a_noun_and_dildo_the_town_passes():
+    from wfm_platform.guardrails.preguard import BlocklistStage, PreGuardConfig
+
+    b = BlocklistStage(PreGuardConfig.from_yaml().blocklist)
+    assert b.check("Slow tracking shot down a children's hospital corridor").allowed
+    assert b.check("drone shot of people on a beach at sunset").allowed
+    assert b.check("Dildo, Newfoundland harbour at sunrise").allowed
+    # the verb is still a shooting, also right after a camera word
+    assert not b.check("wide shot: the gunman shot the woman twice").allowed
+    assert not b.check("a man shot a child in the street").allowed
+    assert not b.check("close up of a dildo").allowed
+
+
+def test_rule_with_unknown_not_after_set_is_a_config_error():
+    from wfm_platform.guardrails.preguard import BlocklistConfig, BlocklistStage
+    from wfm_platform.guardrails.verdict import GuardError
+
+    cfg = BlocklistConfig(rules=[{"name": "x", "seq": ["kill"], "not_after": ["@nope"]}])
+    with pytest.raises(GuardError, match="unknown set @nope"):
+        BlocklistStage(cfg)
+
+
 def test_normalization_decodes_evasion_and_keeps_words():
     assert normalize("g3n3rate a v1de0").text == "generate a video"
     assert normalize("k i l l").text == "kill"
@@ -143,7 +165,8 @@ def test_missing_embedder_blocks(tmp_path):
     v = PreGuard(cfg).check("A quiet beach at sunrise")
     assert not v.allowed and any(r.startswith("semantic") and "no sentence-transformers model" in r
                                  for r in v.reasons)
-    assert any(r.startswith("safety_classifier") and "no MiniLM" in r for r in v.reasons), v.reasons
+    assert any(r.startswith("safety_classifier") and "no sentence-transformers model" in r
+               and "safety_classifier.model_path" in r for r in v.reasons), v.reasons
 
 
 def _free_port() -> int:

