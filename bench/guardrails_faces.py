@@ -259,7 +259,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer crops and frames")
     ap.add_argument(
         "--only",
-        default="detectors,composites,baseline_composites,fast_composites,real,speed,unsafe",
+        default="detectors,composites,baseline_composites,mn3_composites,fast_composites,real,speed,unsafe",
         help="comma-separated sections to run",
     )
     args = ap.parse_args()
@@ -274,6 +274,14 @@ def main() -> None:
         "blur_composites_baseline": (
             "baseline_composites",
             lambda: bench_blur_composites(d, checker, args.quick, BASELINE),
+        ),
+        "blur_composites_small_min_neighbors_3": (  # the default before 2026-11-27
+            "mn3_composites",
+            lambda: bench_blur_composites(d, checker, args.quick, {"small_face_min_neighbors": 3}),
+        ),
+        "blur_composites_min_neighbors_2": (  # 2 for every face size: more recall, a cockatoo's head blurred
+            "mn2_composites",
+            lambda: bench_blur_composites(d, checker, args.quick, {"min_neighbors": 2}),
         ),
         "blur_composites_fast": (
             "fast_composites",

@@ -264,6 +264,27 @@ def test_small_faces_covered_with_sparse_small_face_pass(samples_dir, side):
     assert np.mean([c >= 0.9 for c in cov]) >= 0.9, [round(c, 2) for c in cov]
 
 
+def test_small_faces_use_their_own_min_neighbors(samples_dir):
+    """20 px faces (scikit-image LFW crops pasted into real vtest footage): min_neighbors 2 below large_face
+    finds more of them than 3; faces above it are searched with the stricter setting either way."""
+    from skimage import data
+
+    crops = (data.lfw_subset()[:20] * 255).astype(np.uint8)
+    bg = cv2.cvtColor(next(f for _, f in iter_frames(samples_dir / "vtest.avi", start=100, end=100)),
+                      cv2.COLOR_RGB2GRAY)
+    split, strict = HaarFaceDetector(small_min_neighbors=2), HaarFaceDetector()
+    assert split.small_min_neighbors == 2 and strict.small_min_neighbors == strict.min_neighbors == 3
+    found = {"split": 0, "strict": 0}
+    for i, c in enumerate(crops):
+        f = bg.copy()
+        x, y = 100 + (i % 5) * 20, 80
+        f[y: y + 20, x: x + 20] = cv2.resize(c, (20, 20), interpolation=cv2.INTER_CUBIC)
+        for name, det in (("split", split), ("strict", strict)):
+            found[name] += any(b[0] < x + 10 < b[2] and b[1] < y + 10 < b[3] for b in det.detect(f))
+    assert found["split"] > found["strict"], found
+    assert FaceBlurConfig().small_face_min_neighbors == 2 and FaceBlurConfig().min_neighbors == 3
+
+
 def _write(frames, path, fps=25):
     from wfm_platform.video import write_mp4
 
