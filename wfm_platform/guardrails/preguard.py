@@ -301,8 +301,12 @@ class BlocklistStage:
             words = _fold(e.term).split()
             self.terms.append((words, {u.lower() for u in e.unless}, e.term))
         self.single = {ws[0] for ws, _, _ in self.terms if len(ws) == 1}
+        # per rule, once: (rule, slot sets, lemmas that disarm it, words that make its first slot another word)
+        self.rules: list[tuple[RuleEntry, list[set[str]], set[str], set[str]]] = []
         for r in cfg.rules:
             self._check_slots(r.seq + r.not_after, r.name)
+            self.rules.append((r, [self._slot(x) for x in r.seq], {u.lower() for u in r.unless},
+                               set().union(*(self._slot(w) for w in r.not_after))))
         for c in cfg.combos:
             self._check_slots(c.all, c.name)
 
@@ -356,11 +360,10 @@ class BlocklistStage:
                 if hit:
                     span = " ".join(t.surface for t in toks[hit[0] : hit[1] + 1])
                     reasons.append(f"blocklist: {span!r} ~ {label}")
-        for r in self.cfg.rules:
-            if {u.lower() for u in r.unless} & vocab:
+        for r, slots, unless, not_after in self.rules:
+            if unless & vocab:
                 continue
-            not_after = set().union(*(self._slot(w) for w in r.not_after))
-            hit = self._seq_match(toks, [self._slot(s) for s in r.seq], r.gap, not_after)
+            hit = self._seq_match(toks, slots, r.gap, not_after)
             if hit:
                 span = " ".join(t.surface for t in toks[hit[0] : hit[1] + 1])
                 reasons.append(f"blocklist: {span!r} ~ {r.name}")

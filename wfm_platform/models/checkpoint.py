@@ -260,18 +260,18 @@ LATEST_SUFFIX = "@latest"
 
 
 @contextmanager
-def resolve_model_ref(ref: str | os.PathLike, store: ObjectStore | None = None) -> Iterator[str]:
+def resolve_model_ref(ref: str | os.PathLike | None, store: ObjectStore | None = None) -> Iterator[str | None]:
     """What load_world_model / --init should read for a model reference a user typed.
 
     "PRESET@latest" (e.g. diffusion-tiny@latest) is the latest trained checkpoint of that preset in the
     store (default: $WFM_STORAGE_ROOT, else data/store), i.e. what the Dagster asset last published: yields
     a local model.pt (a temp download on a remote store, for the `with` block). Anything else (a checkpoint
-    folder, a model.pt, a preset name) is yielded unchanged.
+    folder, a model.pt, a preset name, None) is yielded unchanged.
     NoTrainedCheckpoint / CheckpointError when the preset has no (readable) latest checkpoint."""
-    ref = str(ref)
-    if not ref.endswith(LATEST_SUFFIX):
-        yield ref
+    if ref is None or not str(ref).endswith(LATEST_SUFFIX):
+        yield None if ref is None else str(ref)
         return
+    ref = str(ref)
     from . import presets
 
     preset = ref[: -len(LATEST_SUFFIX)]

@@ -14,7 +14,6 @@ Layout in the store: {asset}/{preset}/{version}/ (model.pt, loss.jsonl, train_co
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import tempfile
@@ -118,8 +117,7 @@ def train_and_publish(store: ObjectStore, asset: str, family: str, preset: str, 
 
     rel = f"{asset}/{preset}/{version}"
     text_encoder = load_text_encoder(cfg.text_encoder)  # once: training and the preview share it
-    with tempfile.TemporaryDirectory(prefix="wfm-train-") as tmp, \
-            resolve_model_ref(init, store) if init else contextlib.nullcontext() as init_path:
+    with tempfile.TemporaryDirectory(prefix="wfm-train-") as tmp, resolve_model_ref(init or None, store) as init_path:
         # train next to the data on a local store; elsewhere in a temp folder, then upload the checkpoint
         out = store.local_path(rel) if store.is_plain_local else Path(tmp) / "run"
         r = train(family, preset, cfg, dataset, out, steps=steps, store=store, init=init_path,

@@ -45,7 +45,7 @@ def _run(family: str, model: str, config: Path, dataset: str, out: Path, steps: 
     the_store = ObjectStore(store) if store else None
     with contextlib.ExitStack() as stack:
         try:
-            init = stack.enter_context(resolve_model_ref(init, the_store)) if init else None
+            init = stack.enter_context(resolve_model_ref(init, the_store))
             on_step = stack.enter_context(training_progress(f"train {model}", total, err, disable=as_json))
             r = train(family, model, cfg, dataset, out, steps=steps, init=init, resume=resume, store=the_store,
                       on_step=on_step)
