@@ -43,9 +43,11 @@ class WorldModelTrainRun(dg.Config):
 def _tokenizer_for(store, name: str, config: WorldModelTrainRun, log) -> str | None:
     if config.tokenizer_checkpoint:
         return config.tokenizer_checkpoint
-    ckpt = store.local_path(f"tokenizer_checkpoint/{name}/checkpoint.pt")
-    if ckpt.exists():
-        return str(ckpt)
+    rel = f"tokenizer_checkpoint/{name}/checkpoint.pt"
+    ckpt = store.uri(rel)
+    if store.exists(rel):
+        # a path on a local store; a URI elsewhere, which the world model records and load_tokenizer reads
+        return str(store.local_path(rel)) if store.is_plain_local else ckpt
     if config.allow_untrained_tokenizer:
         log.warning(f"no trained {name} tokenizer: training on random tokenizer weights (allow_untrained_tokenizer)")
         return None

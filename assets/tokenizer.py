@@ -6,6 +6,8 @@ video_tokens [upload batch x tokenizer]    latents (CV) or FSQ indices (DV) of e
 """
 
 import json
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from wfm_platform.tokenizer.registry import NAMES
 tokenizer_names = dg.StaticPartitionsDefinition(list(NAMES))
 batch_x_tokenizer = dg.MultiPartitionsDefinition({"batch": upload_batches, "tokenizer": tokenizer_names})
 GROUP = "tokenizer"
+RUN_FILES = ("train_config.yaml", "loss.jsonl", "checkpoint.pt")  # a training run's files, checkpoint last
 # Multi-dimension partition mappings are marked beta in Dagster 1.13; they are what a batch x tokenizer
 # partition needs, and the warning would be printed on every `wfm` run.
 warnings.filterwarnings("ignore", message=".*MultiToSingleDimensionPartitionMapping.*")
@@ -55,7 +58,8 @@ def tokenizer_checkpoint(
     context: dg.AssetExecutionContext, config: TokenizerTrainRun, storage: StorageResource
 ) -> dg.MaterializeResult:
     from wfm_platform.curation.config import REPO_ROOT
-    from wfm_platform.tokenizer.train import evaluate_on_shards, load_tokenizer, load_train_config, train
+    from wfm_platform.tokenizer.train import CKPT_NAME, evaluate_on_shards, load_tokenizer, load_train_config
+    from wfm_platform.tokenizer.train import train
 
     store, name = storage.store(), context.partition_key
     dv = None
@@ -80,16 +84,30 @@ def tokenizer_checkpoint(
     train_uris = [u for u in shard_uris if u not in held_out]
     cfg_path = Path(config.config_path)
     cfg = load_train_config(cfg_path if cfg_path.is_absolute() else REPO_ROOT / cfg_path, tokenizer=name)
-    out = store.local_path(f"tokenizer_checkpoint/{name}")  # checkpoints live next to the data (local store)
-    result = train(cfg, None if dv else train_uris, out, steps=config.steps or None, store=store, dataset=dv,
-                   resume=(out / "checkpoint.pt").exists() and bool(config.steps))
-    metrics, preview = evaluate_on_shards(load_tokenizer(result.checkpoint), held_out or shard_uris[:1], store,
-                                          num_frames=cfg.num_frames * 2 + 1)
+    rel = f"tokenizer_checkpoint/{name}"
+    with tempfile.TemporaryDirectory(prefix="wfm-tok-") as tmp:
+        # a local store trains in place; any other store trains in a temp folder (resuming from the stored
+        # run when `steps` is set), then uploads the run, checkpoint last: readers look for checkpoint.pt
+        out = store.local_path(rel) if store.is_plain_local else Path(tmp) / "run"
+        if not store.is_plain_local and config.steps and store.exists(f"{rel}/{CKPT_NAME}"):
+            for f in RUN_FILES:
+                if store.exists(f"{rel}/{f}"):
+                    with store.local_copy(f"{rel}/{f}") as src:
+                        out.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(src, out / f)
+        result = train(cfg, None if dv else train_uris, out, steps=config.steps or None, store=store, dataset=dv,
+                       resume=(out / CKPT_NAME).exists() and bool(config.steps))
+        metrics, preview = evaluate_on_shards(load_tokenizer(result.checkpoint), held_out or shard_uris[:1],
+                                              store, num_frames=cfg.num_frames * 2 + 1)
+        if not store.is_plain_local:
+            for f in RUN_FILES:
+                store.put_file(out / f, f"{rel}/{f}")
+    checkpoint_uri = str(result.checkpoint) if store.is_plain_local else store.uri(f"{rel}/{CKPT_NAME}")
     losses = result.losses
     first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))
     return dg.MaterializeResult(
         metadata={
-            "checkpoint": dg.MetadataValue.path(str(result.checkpoint)),
+            "checkpoint": dg.MetadataValue.path(checkpoint_uri),
             "tokenizer": name,
             "steps": result.step,
             "steps_per_s": round(result.steps_per_s, 3),
@@ -148,10 +166,12 @@ def video_tokens(
     store = storage.store()
     keys = context.partition_key.keys_by_dimension
     batch, name = keys["batch"], keys["tokenizer"]
-    ckpt = store.local_path(f"tokenizer_checkpoint/{name}/checkpoint.pt")
-    if not ckpt.exists():
+    ckpt_rel = f"tokenizer_checkpoint/{name}/checkpoint.pt"
+    ckpt = str(store.local_path(ckpt_rel)) if store.is_plain_local else store.uri(ckpt_rel)  # what tokens record
+    if not store.exists(ckpt_rel):
         raise dg.Failure(f"no trained {name} tokenizer at {ckpt}: materialize tokenizer_checkpoint[{name}] first")
-    tok = load_tokenizer(ckpt)
+    with store.local_copy(ckpt_rel) as local:  # a temp download on a remote store
+        tok = load_tokenizer(local)
     manifest = store.read_json(f"webdataset_shards/{batch}/manifest.json")
     rows, problems = tokenize_shards(tok, manifest, store, f"video_tokens/{batch}/{name}", name=name,
                                      checkpoint=str(ckpt), max_frames=config.max_frames, max_side=config.max_side)

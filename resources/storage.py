@@ -24,7 +24,7 @@ import dagster as dg
 from wfm_platform.curation.config import data_dir
 from wfm_platform.storage.crypto import Encryption
 from wfm_platform.storage.errors import TransientStorageError
-from wfm_platform.storage.objectstore import ObjectStore
+from wfm_platform.storage.objectstore import ObjectStore, default_store_uri
 
 # For assets that read or write the object store: transient failures (endpoint briefly down,
 # throttling, 5xx) that outlive ObjectStore's own few retries get whole-step retries. A RetryPolicy
@@ -158,7 +158,7 @@ class StorageResource(dg.ConfigurableResource):
         return self._open(uri, False)
 
     def store(self) -> ObjectStore:
-        return self._open(self.root_uri or os.environ.get("WFM_STORAGE_ROOT", str(data_dir() / "store")), True)
+        return self._open(self.root_uri or default_store_uri(), True)
 
     def uploads(self) -> ObjectStore:
         uri = self.uploads_uri or os.environ.get("WFM_UPLOADS_URI", str(data_dir() / "uploads"))

@@ -122,3 +122,33 @@ def test_clip_errors_records_and_goes_on_but_storage_outage_fails(caplog):
     with pytest.raises(TransientStorageError), _clip_errors("captions", "c3", errors):
         raise TransientStorageError("endpoint down")
     assert [e["clip_id"] for e in errors] == ["c1"]
+
+
+def test_default_store_is_one_rule_everywhere(tmp_path, monkeypatch):
+    """$WFM_STORAGE_ROOT, else $WFM_DATA_DIR/store: the CLI commands and the Dagster resource agree."""
+    from resources import StorageResource
+    from wfm_platform.cli import curate_locations
+    from wfm_platform.storage.objectstore import default_store, default_store_uri
+
+    monkeypatch.delenv("WFM_STORAGE_ROOT", raising=False)
+    monkeypatch.setenv("WFM_DATA_DIR", str(tmp_path / "d"))
+    assert default_store_uri() == str(tmp_path / "d" / "store")
+    monkeypatch.setenv("WFM_STORAGE_ROOT", "memory://named-store")
+    for root in (default_store().root, StorageResource().store().root, curate_locations("", "")[0]):
+        assert root == "memory://named-store"
+
+
+def test_local_file_reads_paths_and_uris(tmp_path):
+    from wfm_platform.storage.errors import StorageError
+    from wfm_platform.storage.objectstore import ObjectStore, local_file
+
+    (tmp_path / "a.bin").write_bytes(b"local")
+    with local_file(tmp_path / "a.bin") as p:
+        assert p == tmp_path / "a.bin"
+    store = ObjectStore(f"memory://lf-{tmp_path.name}")
+    store.write_bytes("dir/b.bin", b"remote")
+    with local_file(store.uri("dir/b.bin")) as p:
+        assert p.read_bytes() == b"remote"
+    assert not p.exists()  # the temp download is gone after the block
+    with pytest.raises((StorageError, FileNotFoundError)), local_file(store.uri("dir/missing.bin")):
+        pass

@@ -83,3 +83,73 @@ def test_video_tokens_without_checkpoint_says_what_to_do(shards_store, tmp_path)
         assert not r.success
         msgs = " ".join(str(e.event_specific_data) for e in r.all_events if e.is_step_failure)
         assert "materialize tokenizer_checkpoint[dv8x16x16] first" in msgs
+
+
+def test_tokenizer_on_a_remote_store(samples_dir, tmp_path):
+    """Off a local disk (memory://, the non-file:// branch every object store takes): the checkpoint is
+    uploaded, resumed from the store, tokens are made from it, and a world model reads it by URI."""
+    import uuid
+
+    from assets.curation import upload_batches
+    from assets.models import WorldModelTrainRun, _tokenizer_for
+    from assets.tokenizer import TOKENIZER_ASSETS
+    from resources import StorageResource
+    from wfm_platform.models.data import tokenizer_identity
+    from wfm_platform.tokenizer.train import load_tokenizer
+
+    run = uuid.uuid4().hex[:8]
+    storage = StorageResource(root_uri=f"memory://tokstore-{run}", uploads_uri=f"memory://tokup-{run}")
+    store, catalog = storage.store(), Catalog(str(tmp_path / "catalog"))
+    cfg = PipelineConfig.load()
+    cfg.guard.face_blur = cfg.guard.unsafe_check = False
+    uploads = storage.uploads()
+    uploads.put_file(samples_dir / "bikes.mp4", "b1/bikes.mp4")
+    P.stage_raw_videos(store, catalog, "b1", uploads.uri("b1"), cfg)
+    P.stage_clips(store, catalog, "b1", cfg)
+    P.stage_clip_scores(store, "b1", cfg)
+    P.stage_filtered_clips(store, catalog, "b1", cfg)
+    P.stage_captions(store, catalog, "b1", make_captioner("signals", ocr=False))
+    P.stage_clip_embeddings(store, catalog, "b1", make_embedder("visual-signature"))
+    P.stage_deduplicated_clips(store, None, "b1", cfg)
+    P.stage_guarded_clips(store, None, "b1", None)
+    assert P.stage_webdataset_shards(store, "b1", cfg)["num_samples"] >= 1
+
+    (tmp_path / "dh").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dh")) as instance:
+        instance.add_dynamic_partitions(upload_batches.name, ["b1"])
+
+        def train(steps):
+            r = dg.materialize(TOKENIZER_ASSETS, selection=["tokenizer_checkpoint"], partition_key="cv4x8x8",
+                               instance=instance, resources={"storage": storage},
+                               run_config={"ops": {"tokenizer_checkpoint": {"config": {"steps": steps}}}})
+            assert r.success
+            return r.get_asset_materialization_events()[0].materialization.metadata
+
+        md = train(4)
+        rel = "tokenizer_checkpoint/cv4x8x8"
+        assert md["checkpoint"].value == store.uri(f"{rel}/checkpoint.pt")
+        assert {f"{rel}/{f}" for f in ("checkpoint.pt", "loss.jsonl", "train_config.yaml")} <= set(store.list(rel))
+        tag = store.version_tag(f"{rel}/checkpoint.pt")
+        md = train(6)  # resumes from the stored run: 2 more steps, one loss line per step in all
+        assert md["steps"].value == 6
+        assert len(store.read_bytes(f"{rel}/loss.jsonl").decode().splitlines()) == 6
+        assert store.version_tag(f"{rel}/checkpoint.pt") != tag
+
+        key = dg.MultiPartitionKey({"batch": "b1", "tokenizer": "cv4x8x8"})
+        r = dg.materialize(TOKENIZER_ASSETS, selection=["video_tokens"], partition_key=key, instance=instance,
+                           resources={"storage": storage},
+                           run_config={"ops": {"video_tokens": {"config": {"max_frames": 9, "max_side": 96,
+                                                                         "min_roundtrip_psnr": 5.0}}}})
+        assert r.success and all(e.passed for e in r.get_asset_check_evaluations())
+    m = store.read_json("video_tokens/b1/cv4x8x8/manifest.json")
+    assert m["checkpoint"] == store.uri(f"{rel}/checkpoint.pt") and m["clips"]
+
+    # the world-model assets get the URI; the model records it and load_tokenizer reads it from the store
+    uri = _tokenizer_for(store, "cv4x8x8", WorldModelTrainRun(), log=None)
+    assert uri == store.uri(f"{rel}/checkpoint.pt")
+    tok = load_tokenizer(uri)
+    assert tok.kind == "cv" and tok.temporal_compression == 4
+    ident = tokenizer_identity(tok, "cv4x8x8", "tiny", uri)
+    assert ident["checkpoint"][0][:2] == [uri, store.size(f"{rel}/checkpoint.pt")]
+    with pytest.raises(Exception, match="missing|not found|No such|does not exist"):
+        load_tokenizer(store.uri(f"{rel}/nothing.pt"))

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .curation.config import REPO_ROOT, data_dir
+from .curation.config import REPO_ROOT
 
 app = typer.Typer(
     help="wfm-platform: curate raw video into WFM training data (Dagster assets under the hood).",
@@ -186,6 +186,7 @@ def curate_locations(out: str, catalog: str) -> tuple[str, str]:
     else $WFM_CATALOG_URI, else <out>/catalog when a store was named, else <data>/catalog (the catalog
     `wfm catalog`, `wfm dataset` and the Dagster resources open by default)."""
     from .storage.catalog_cli import default_catalog_uri
+    from .storage.objectstore import default_store_uri
 
     named = out or os.environ.get("WFM_STORAGE_ROOT")
     if not catalog:
@@ -193,7 +194,7 @@ def curate_locations(out: str, catalog: str) -> tuple[str, str]:
             catalog = default_catalog_uri()
         else:
             catalog = f"{named.rstrip('/')}/catalog" if "://" in named else str(Path(named) / "catalog")
-    return named or str(data_dir() / "store"), catalog
+    return named or default_store_uri(), catalog
 
 
 @app.command()

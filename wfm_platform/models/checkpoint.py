@@ -281,7 +281,7 @@ def resolve_model_ref(ref: str | os.PathLike | None, store: ObjectStore | None =
         names = ", ".join(p["name"] for p in presets.list_presets())
         raise CheckpointError(f"{ref}: {preset!r} is not a preset ({names})") from e
     if store is None:
-        from ..tokenizer.train import default_store
+        from ..storage.objectstore import default_store
 
         store = default_store()
     with latest_checkpoint(store, FAMILY_ASSET[family], preset) as latest:

@@ -68,7 +68,13 @@ def tokenizer_identity(tok, name: str, preset: str, checkpoint: str | None) -> d
     identity (path, size, mtime: hashing a multi-GB file per run would cost more than it saves)."""
     ident: dict = {"name": name, "preset": preset, "kind": tok.kind,
                    "compression": [tok.temporal_compression, tok.spatial_compression], "checkpoint": None}
-    if checkpoint:
+    if checkpoint and "://" in str(checkpoint):  # in an object store: its size and ETag/mtime
+        from ..storage.objectstore import store_for
+
+        parent, _, fname = str(checkpoint).rpartition("/")
+        store = store_for(parent)
+        ident["checkpoint"] = [[str(checkpoint), store.size(fname), store.version_tag(fname)]]
+    elif checkpoint:
         p = Path(checkpoint)
         files = [p] if p.is_file() else sorted(q for q in p.iterdir() if q.is_file())
         ident["checkpoint"] = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]

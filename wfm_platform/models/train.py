@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from ..config_io import read_yaml_mapping, trim_jsonl, with_overrides
+from ..storage.objectstore import default_store
 from ..tokenizer.train import (
     Dist,
     _all_reduce,
@@ -112,12 +113,6 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides) -> Tra
 
 # ---------------------------------------------------------------- model + tokenizer
 STAT_KEYS = ("latent_shift", "latent_scale")  # diffusion latent normalisation, estimated from the data
-
-
-def _default_store():
-    from ..tokenizer.train import default_store  # $WFM_STORAGE_ROOT, else $WFM_DATA_DIR/store (./data/store)
-
-    return default_store()
 
 
 def _family(family: str):
@@ -276,7 +271,7 @@ def train(family: str, preset: str, cfg: TrainConfig, dataset: str, out_dir: str
     d = setup_distributed()
     try:
         return _train(family, preset, cfg, dataset, Path(out_dir), d, steps or cfg.steps, init, resume,
-                      store or _default_store(), text_encoder, on_step)
+                      store or default_store(), text_encoder, on_step)
     finally:
         if d.initialized_here:
             dist.destroy_process_group()

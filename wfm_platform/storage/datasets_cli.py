@@ -43,9 +43,9 @@ def _data_dir() -> Path:  # imported here: `wfm --help` does not load pydantic
 
 
 def _open(store: str, catalog: str, *, need_catalog: bool = True):
-    from .objectstore import ObjectStore
+    from .objectstore import ObjectStore, default_store_uri
 
-    root = store or os.environ.get("WFM_STORAGE_ROOT") or str(_data_dir() / "store")
+    root = store or default_store_uri()
     cat_uri = catalog or os.environ.get("WFM_CATALOG_URI") or (
         f"{store.rstrip('/')}/catalog" if store else str(_data_dir() / "catalog"))
     st = ObjectStore(root)

@@ -318,6 +318,15 @@ class ObjectStore:
         return BucketNotFoundError(f"cannot list {self.root}: bucket/container {bucket!r} does not exist "
                                    f"({e or 'no such container'}); create it or fix the store URI", self.root)
 
+    def version_tag(self, rel: str) -> str:
+        """What changes when the object is rewritten, as the backend reports it (ETag, generation, mtime):
+        with the size, a cheap identity for caches keyed on a remote file."""
+        info = self._call("stat", rel, lambda: self.fs.info(self._path(rel)))
+        for k in ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "last_modified", "created"):
+            if info.get(k) is not None:
+                return str(info[k])
+        return ""
+
     def size(self, rel: str) -> int:
         """Size in bytes of the object's content (the plaintext size for encrypted objects)."""
         total = int(self._call("stat", rel, lambda: self.fs.size(self._path(rel))))
@@ -462,5 +471,33 @@ class ObjectStore:
 _GOPEN_STORES: dict[str, ObjectStore] = {}
 
 
+def default_store_uri() -> str:
+    """$WFM_STORAGE_ROOT, else $WFM_DATA_DIR/store, else <repo>/data/store: the store the `wfm` commands and
+    the Dagster resources open when none is named."""
+    if os.environ.get("WFM_STORAGE_ROOT"):
+        return os.environ["WFM_STORAGE_ROOT"]
+    from ..curation.config import data_dir
+
+    return str(data_dir() / "store")
+
+
+def default_store() -> ObjectStore:
+    return ObjectStore(default_store_uri())
+
+
 def store_for(uri_or_path: str | os.PathLike, storage_options: dict | None = None, **kw: Any) -> ObjectStore:
     return ObjectStore(uri_or_path, storage_options, **kw)
+
+
+@contextlib.contextmanager
+def local_file(uri_or_path: str | os.PathLike) -> Iterator[Path]:
+    """A local path for reading the file `uri_or_path` names: a plain path as it is; a URI (s3://, gs://,
+    az://, memory://, or file:// of an encrypted store) through its store's local_copy: a temp download,
+    decrypted, removed after the `with` block."""
+    s = str(uri_or_path)
+    if "://" not in s:
+        yield Path(s)
+        return
+    parent, _, name = s.rstrip("/").rpartition("/")
+    with store_for(parent).local_copy(name) as p:
+        yield p

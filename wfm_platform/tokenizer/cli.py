@@ -70,7 +70,8 @@ def train_cmd(
     """Train (or fine-tune) a tokenizer on a dataset version (--dataset) or on curated WebDataset shards
     (--shards); the checkpoint records which. For several processes:
     torchrun --nproc_per_node N -m wfm_platform.tokenizer.train --config ... --dataset ... --out ..."""
-    from .train import default_store, load_train_config, train
+    from ..storage.objectstore import default_store
+    from .train import load_train_config, train
 
     if bool(shards) == bool(dataset):
         _fail("give exactly one of --shards (manifest.json or shard URLs) and --dataset NAME[@VERSION]")

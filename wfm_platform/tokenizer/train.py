@@ -191,8 +191,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 def load_tokenizer(checkpoint: str | os.PathLike | None = None, name: str | None = None, preset: str = "default",
                    device: str | torch.device = "cpu", seed: int = 0) -> TokenizerAPI:
     """What the CLI decodes/encodes with: a TorchScript folder (encoder.jit/decoder.jit), one of our
-    checkpoints, or (no checkpoint) a freshly initialised `name` with a fixed seed, which is only good
-    for testing the pipeline: its weights are random."""
+    checkpoints (a path, or the URI of a checkpoint.pt in an object store: s3://, gs://, az://, ...), or
+    (no checkpoint) a freshly initialised `name` with a fixed seed, which is only good for testing the
+    pipeline: its weights are random."""
+    if checkpoint is not None and "://" in str(checkpoint):  # a checkpoint file in an object store
+        from ..storage.objectstore import local_file
+
+        with local_file(checkpoint) as local:  # read whole by torch.load: the temp copy may go after
+            return load_tokenizer(local, name, preset, device, seed)
     if checkpoint is not None:
         p = Path(checkpoint)
         if not p.exists():
@@ -241,14 +247,6 @@ def _load_weights(model: VideoTokenizer, state: dict, source: str) -> None:
 
 
 # ---------------------------------------------------------------- what a run reads
-def default_store():
-    """The object store the `wfm` commands use: $WFM_STORAGE_ROOT, else $WFM_DATA_DIR/store (./data/store)."""
-    from ..curation.config import data_dir
-    from ..storage.objectstore import ObjectStore
-
-    return ObjectStore(os.environ.get("WFM_STORAGE_ROOT") or str(data_dir() / "store"))
-
-
 def resolve_training_data(shards, dataset, store) -> tuple[object, dict]:
     """(what ClipStream reads, the record the checkpoint keeps) from exactly one of shards / dataset.
 
@@ -320,6 +318,8 @@ def train(cfg: TrainConfig, shards, out_dir: str | os.PathLike, *, steps: int | 
     fresh). resume: continue out_dir's checkpoint exactly.
     """
     if dataset is not None and store is None:
+        from ..storage.objectstore import default_store
+
         store = default_store()
     d = setup_distributed()
     try:
