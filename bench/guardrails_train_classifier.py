@@ -149,6 +149,12 @@ def main() -> None:
         ben = np.sort(oof[y_oof == 0])[::-1]
         k = int(np.floor(a.max_fpr * len(ben)))
         thr = max(float(ben[k] + 1e-6) if k < len(ben) else 0.5, 0.05)
+        curve = {}  # what other FPR budgets would give, to choose the next budget without refitting
+        for fpr in (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.05):
+            j = int(np.floor(fpr * len(ben)))
+            t = max(float(ben[j] + 1e-6) if j < len(ben) else 0.5, 0.05)
+            curve[str(fpr)] = {"threshold": round(t, 4), "tpr": round(float((oof[y_oof == 1] >= t).mean()), 4)}
+        report.update(oof_curve=curve)
         report.update(oof_n=int(seen.sum()), oof_tpr=round(float((oof[y_oof == 1] >= thr).mean()), 4),
                       oof_fpr=round(float((oof[y_oof == 0] >= thr).mean()), 4),
                       oof_tpr_at_0_5=round(float((oof[y_oof == 1] >= 0.5).mean()), 4),

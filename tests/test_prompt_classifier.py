@@ -109,6 +109,11 @@ def test_shipped_classifier_matches_the_committed_training_data(shipped):
     digest = hashlib.sha256("\n".join(json.dumps(r, sort_keys=True) for r in rows).encode()).hexdigest()
     assert shipped.info["train_sha256"] == digest, "run python bench/guardrails_train_classifier.py"
     assert 0.05 <= shipped.threshold < 1
+    from safetensors import safe_open
+
+    for f in PreGuardConfig.from_yaml().safety_classifier.weight_files:  # every member of the ensemble
+        with safe_open(str(f), framework="pt") as st:
+            assert json.loads(st.metadata()["info"])["train_sha256"] == digest, f"{f} is stale: retrain it"
     # no evaluation prompt (test split, holdouts) is in the training data, not even nearly (word Jaccard > 0.7)
     data = ROOT / "bench/data"
     held = [json.loads(ln)["prompt"] for f in data.glob("prompts_holdout*.jsonl")
@@ -126,4 +131,21 @@ def test_default_config_runs_the_classifier_in_the_chain():
     cfg = PreGuardConfig.from_yaml()
     assert cfg.safety_classifier.enabled
     assert isinstance(cfg.safety_classifier, SafetyClassifierConfig)
-    assert Path(ROOT / cfg.safety_classifier.weights) == SHIPPED
+    files = cfg.safety_classifier.weight_files
+    assert files[0] == SHIPPED and len(files) == len(set(files)) >= 2 and cfg.safety_classifier.threshold
+
+
+def test_ensemble_averages_its_members_and_needs_its_own_threshold(shipped):
+    from wfm_platform.guardrails.preguard import SafetyClassifierStage
+
+    cfg = PreGuardConfig.from_yaml().safety_classifier
+    stage = SafetyClassifierStage(cfg)
+    prompts = ["a man stabbing a woman in an alley", "a chef dicing onions on a cooking show"]
+    members = [SafetyClassifier(f).prob(prompts) for f in cfg.weight_files]
+    assert not np.allclose(members[0], members[1])  # different fits, or averaging would be a no-op
+    np.testing.assert_allclose([stage.score(p) for p in prompts], np.mean(members, 0), atol=1e-6)
+    assert stage.threshold == cfg.threshold
+    with pytest.raises(GuardError, match="explicit threshold"):
+        SafetyClassifierStage(cfg.model_copy(update={"threshold": None}))
+    one = SafetyClassifierStage(cfg.model_copy(update={"threshold": None, "weights": str(SHIPPED)}))
+    assert one.threshold == shipped.threshold  # one file: its stored threshold

