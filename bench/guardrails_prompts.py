@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from wfm_platform.guardrails.preguard import (
     BlocklistStage,
     ClassifierStage,
+    LanguageStage,
     PreGuard,
     PreGuardConfig,
     SafetyClassifierStage,
@@ -59,8 +60,8 @@ def main() -> None:
                                            if r["split"] == "test").encode()).hexdigest()
     cfg = PreGuardConfig.from_yaml(a.config)
     t0 = time.perf_counter()
-    stages = {"blocklist": BlocklistStage(cfg.blocklist), "classifier": ClassifierStage(cfg.classifier),
-              "semantic": SemanticStage(cfg.semantic)}
+    stages = {"language": LanguageStage(cfg.language), "blocklist": BlocklistStage(cfg.blocklist),
+              "classifier": ClassifierStage(cfg.classifier), "semantic": SemanticStage(cfg.semantic)}
     if cfg.safety_classifier.enabled:
         stages["safety_classifier"] = SafetyClassifierStage(cfg.safety_classifier)
     load_s = time.perf_counter() - t0
@@ -75,12 +76,14 @@ def main() -> None:
     profanity.load_censor_words()
     blocked["baseline_better_profanity"] = [profanity.contains_profanity(p) for p in prompts]
     # "chain" is the configured one: blocklist + safety classifier (profanity classifier advisory, semantic off)
-    chain = [n for n in ("blocklist", "classifier", "safety_classifier", "semantic") if n in stages
-             and (n != "classifier" or cfg.classifier.block) and (n != "semantic" or cfg.semantic.enabled)]
+    chain = [n for n in ("language", "blocklist", "classifier", "safety_classifier", "semantic") if n in stages
+             and (n != "classifier" or cfg.classifier.block) and (n != "semantic" or cfg.semantic.enabled)
+             and (n != "language" or cfg.language.enabled)]
     chains = {
         "chain": chain,
         "chain_with_semantic": sorted(set(chain) | {"semantic"}),
         "chain_without_safety_classifier": [n for n in chain if n != "safety_classifier"],
+        "chain_with_language_gate": ["language"] + [n for n in chain if n != "language"],
         "chain_with_classifier_blocking": sorted(set(chain) | {"classifier"}),
     }
     for name, parts in chains.items():

@@ -109,6 +109,15 @@ class AegisConfig(BaseModel):
     backoff_s: float = 0.5
 
 
+class LanguageConfig(BaseModel):
+    enabled: bool = False  # opt-in: see configs/guardrails.yaml for what it costs
+    readable: list[str] = Field(["en"], description="ISO 639-1 codes the other stages (and the MiniLM text "
+                                "encoder) read; a prompt confidently in any other language is blocked")
+    min_confidence: float = Field(0.99, ge=0, le=1, description="foreign when py3langid gives the readable "
+                                  "languages together less than 1 - this")
+    min_words: int = Field(3, ge=1, description="shorter prompts are never called foreign (too little evidence)")
+
+
 class ViolationLogConfig(BaseModel):
     uri: str | None = None
     prefix: str = "guardrails/violations"
@@ -118,6 +127,7 @@ class ViolationLogConfig(BaseModel):
 class PreGuardConfig(BaseModel):
     stop_at_first_block: bool = False
     violation_log: ViolationLogConfig = ViolationLogConfig()
+    language: LanguageConfig = LanguageConfig()
     blocklist: BlocklistConfig = BlocklistConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     safety_classifier: SafetyClassifierConfig = SafetyClassifierConfig()
@@ -289,6 +299,51 @@ def normalize(prompt: str) -> Normalized:
         clean_words.append(best)
     text = re.sub(r"\s+([,.;:!?)])", r"\1", " ".join(clean_words))
     return Normalized(raw=prompt, tokens=tokens, text=text)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# stage 0: the language gate
+# ----------------------------------------------------------------------------------------------------------
+LANGUAGE_NAMES = {"de": "German", "es": "Spanish", "fr": "French", "it": "Italian", "pt": "Portuguese",
+                  "nl": "Dutch", "pl": "Polish", "tr": "Turkish", "ru": "Russian", "id": "Indonesian",
+                  "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "ar": "Arabic", "hi": "Hindi", "uk": "Ukrainian"}
+
+
+class LanguageStage:
+    """Blocks prompts in a language the guard cannot read. The safety classifier (MiniLM-L6) and the world
+    models' text encoder are English-only: a German or Turkish prompt is neither checked nor understood, so
+    the guard fails closed on it and says to write it in English. py3langid ships its model in the wheel
+    (offline, ~0.1 ms per prompt)."""
+
+    name = "language"
+
+    def __init__(self, cfg: LanguageConfig):
+        try:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        except ImportError as e:
+            raise GuardError("language stage: py3langid is not installed (pip install py3langid); "
+                             "or set pre.language.enabled: false") from e
+        self.cfg = cfg
+        self.readable = {c.lower() for c in cfg.readable}
+        self.ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+    def detect(self, prompt: str) -> tuple[str, float]:
+        """(most likely language, probability that the prompt is in a readable one). Read on the
+        evasion-decoded text: "s h o o t  u p" is English once joined."""
+        ranked = self.ident.rank(normalize(prompt).text or prompt)
+        return ranked[0][0], float(sum(p for lang, p in ranked if lang in self.readable))
+
+    def check(self, prompt: str) -> StageResult:
+        lang, p_readable = self.detect(prompt)
+        foreign = p_readable < 1 - self.cfg.min_confidence and len(prompt.split()) >= self.cfg.min_words
+        reasons = []
+        if foreign:
+            name = LANGUAGE_NAMES.get(lang, lang)
+            reasons = [f"language: the prompt is in {name} ({lang}); the safety checks and the text encoder read "
+                       f"{', '.join(sorted(self.readable))} only: write the prompt in English "
+                       "(or set pre.language.enabled: false to pass it unchecked by the classifier)"]
+        return StageResult(self.name, allowed=not foreign, reasons=reasons,
+                           scores={self.name: round(1 - p_readable, 4)})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -588,6 +643,7 @@ def build_stages(cfg: PreGuardConfig) -> list[Stage]:
     from .aegis import AegisStage
 
     makers: list[tuple[str, bool, Any]] = [
+        ("language", cfg.language.enabled, lambda: LanguageStage(cfg.language)),
         ("blocklist", cfg.blocklist.enabled, lambda: BlocklistStage(cfg.blocklist)),
         ("classifier", cfg.classifier.enabled, lambda: ClassifierStage(cfg.classifier)),
         ("safety_classifier", cfg.safety_classifier.enabled, lambda: SafetyClassifierStage(cfg.safety_classifier)),
