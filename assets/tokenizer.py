@@ -6,8 +6,6 @@ video_tokens [upload batch x tokenizer]    latents (CV) or FSQ indices (DV) of e
 """
 
 import json
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from wfm_platform.tokenizer.registry import NAMES
 tokenizer_names = dg.StaticPartitionsDefinition(list(NAMES))
 batch_x_tokenizer = dg.MultiPartitionsDefinition({"batch": upload_batches, "tokenizer": tokenizer_names})
 GROUP = "tokenizer"
-RUN_FILES = ("train_config.yaml", "loss.jsonl", "checkpoint.pt")  # a training run's files, checkpoint last
 # Multi-dimension partition mappings are marked beta in Dagster 1.13; they are what a batch x tokenizer
 # partition needs, and the warning would be printed on every `wfm` run.
 warnings.filterwarnings("ignore", message=".*MultiToSingleDimensionPartitionMapping.*")
@@ -58,8 +55,8 @@ def tokenizer_checkpoint(
     context: dg.AssetExecutionContext, config: TokenizerTrainRun, storage: StorageResource
 ) -> dg.MaterializeResult:
     from wfm_platform.curation.config import REPO_ROOT
-    from wfm_platform.tokenizer.train import CKPT_NAME, evaluate_on_shards, load_tokenizer, load_train_config
-    from wfm_platform.tokenizer.train import train
+    from wfm_platform.tokenizer.train import (CKPT_NAME, evaluate_on_shards, load_tokenizer, load_train_config,
+                                              run_in_store, train)
 
     store, name = storage.store(), context.partition_key
     dv = None
@@ -85,23 +82,11 @@ def tokenizer_checkpoint(
     cfg_path = Path(config.config_path)
     cfg = load_train_config(cfg_path if cfg_path.is_absolute() else REPO_ROOT / cfg_path, tokenizer=name)
     rel = f"tokenizer_checkpoint/{name}"
-    with tempfile.TemporaryDirectory(prefix="wfm-tok-") as tmp:
-        # a local store trains in place; any other store trains in a temp folder (resuming from the stored
-        # run when `steps` is set), then uploads the run, checkpoint last: readers look for checkpoint.pt
-        out = store.local_path(rel) if store.is_plain_local else Path(tmp) / "run"
-        if not store.is_plain_local and config.steps and store.exists(f"{rel}/{CKPT_NAME}"):
-            for f in RUN_FILES:
-                if store.exists(f"{rel}/{f}"):
-                    with store.local_copy(f"{rel}/{f}") as src:
-                        out.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(src, out / f)
+    with run_in_store(store, rel, resume=bool(config.steps)) as out:  # in place, or a temp folder uploaded after
         result = train(cfg, None if dv else train_uris, out, steps=config.steps or None, store=store, dataset=dv,
                        resume=(out / CKPT_NAME).exists() and bool(config.steps))
         metrics, preview = evaluate_on_shards(load_tokenizer(result.checkpoint), held_out or shard_uris[:1],
                                               store, num_frames=cfg.num_frames * 2 + 1)
-        if not store.is_plain_local:
-            for f in RUN_FILES:
-                store.put_file(out / f, f"{rel}/{f}")
     checkpoint_uri = str(result.checkpoint) if store.is_plain_local else store.uri(f"{rel}/{CKPT_NAME}")
     losses = result.losses
     first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))

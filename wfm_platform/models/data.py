@@ -69,10 +69,9 @@ def tokenizer_identity(tok, name: str, preset: str, checkpoint: str | None) -> d
     ident: dict = {"name": name, "preset": preset, "kind": tok.kind,
                    "compression": [tok.temporal_compression, tok.spatial_compression], "checkpoint": None}
     if checkpoint and "://" in str(checkpoint):  # in an object store: its size and ETag/mtime
-        from ..storage.objectstore import store_for
+        from ..storage.objectstore import store_and_key
 
-        parent, _, fname = str(checkpoint).rpartition("/")
-        store = store_for(parent)
+        store, fname = store_and_key(str(checkpoint))
         ident["checkpoint"] = [[str(checkpoint), store.size(fname), store.version_tag(fname)]]
     elif checkpoint:
         p = Path(checkpoint)

@@ -489,6 +489,12 @@ def store_for(uri_or_path: str | os.PathLike, storage_options: dict | None = Non
     return ObjectStore(uri_or_path, storage_options, **kw)
 
 
+def store_and_key(uri: str) -> tuple[ObjectStore, str]:
+    """(the store of the URI's folder, the file name): "s3://b/x/y.pt" -> (ObjectStore("s3://b/x"), "y.pt")."""
+    parent, _, name = str(uri).rstrip("/").rpartition("/")
+    return store_for(parent), name
+
+
 @contextlib.contextmanager
 def local_file(uri_or_path: str | os.PathLike) -> Iterator[Path]:
     """A local path for reading the file `uri_or_path` names: a plain path as it is; a URI (s3://, gs://,
@@ -498,6 +504,6 @@ def local_file(uri_or_path: str | os.PathLike) -> Iterator[Path]:
     if "://" not in s:
         yield Path(s)
         return
-    parent, _, name = s.rstrip("/").rpartition("/")
-    with store_for(parent).local_copy(name) as p:
+    store, name = store_and_key(s)
+    with store.local_copy(name) as p:
         yield p

@@ -21,13 +21,16 @@ A run folder holds:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import random
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 CKPT_NAME = "checkpoint.pt"
 LOG_NAME = "loss.jsonl"
 CONFIG_NAME = "train_config.yaml"
+RUN_FILES = (CONFIG_NAME, LOG_NAME, CKPT_NAME)  # a training run's files, uploaded in this order: checkpoint last
 DATA_KEY = "dataset"  # checkpoint / train_config.yaml entry recording the data a run read
 
 
@@ -244,6 +248,27 @@ def load_state_strict(model: torch.nn.Module, state: dict, source: str, what: st
 def _load_weights(model: VideoTokenizer, state: dict, source: str) -> None:
     load_state_strict(model, state, source,
                       f"{model.config.name}/{model.config.preset} (different architecture?)")
+
+
+@contextlib.contextmanager
+def run_in_store(store, rel: str, *, resume: bool = False) -> Iterator[Path]:
+    """A local folder for the training run kept at `rel` of `store`. A plain local store: the folder itself.
+    Any other store: a temp folder (filled from the stored run when `resume` and one exists) whose files are
+    uploaded when the block ends without error, checkpoint last, since readers look for checkpoint.pt."""
+    if store.is_plain_local:
+        yield store.local_path(rel)
+        return
+    with tempfile.TemporaryDirectory(prefix="wfm-tok-") as tmp:
+        out = Path(tmp) / "run"
+        out.mkdir()
+        if resume and store.exists(f"{rel}/{CKPT_NAME}"):
+            for f in RUN_FILES:
+                if store.exists(f"{rel}/{f}"):
+                    with store.local_copy(f"{rel}/{f}") as src:
+                        shutil.copyfile(src, out / f)
+        yield out
+        for f in RUN_FILES:
+            store.put_file(out / f, f"{rel}/{f}")
 
 
 # ---------------------------------------------------------------- what a run reads
