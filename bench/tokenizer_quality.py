@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--prepare", type=Path, help="only curate shards + held-out clips into this folder")
     ap.add_argument("--data", type=Path, help="use a folder made by --prepare instead of curating")
     ap.add_argument("--out", type=Path, help="keep checkpoints here (default: a temp folder)")
+    ap.add_argument("--report", type=Path, help="also write the final JSON here (e.g. bench/results/...json)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # progress on stderr
     if a.prepare:
@@ -164,6 +165,10 @@ def main() -> None:
             })
             print(json.dumps(report["rows"][-1]), flush=True)
     print(json.dumps(report, indent=2))
+    if a.report:
+        tmp = a.report.with_name(a.report.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(a.report)
 
 
 if __name__ == "__main__":
