@@ -66,7 +66,13 @@ def main() -> None:
         stages["safety_classifier"] = SafetyClassifierStage(cfg.safety_classifier)
     load_s = time.perf_counter() - t0
     prompts = [r["prompt"] for r in rows]
-    blocked = {n: [not st.check(p).allowed for p in prompts] for n, st in stages.items()}
+    blocked = {n: [not st.check(p).allowed for p in prompts] for n, st in stages.items() if n != "safety_classifier"}
+    if "safety_classifier" in stages:  # scored once; its multilingual head (non-English prompts) also alone
+        sc = stages["safety_classifier"]
+        s_h = [(sc.score(p), sc.head_score(p)) for p in prompts]
+        blocked["safety_classifier_minilm_only"] = [s >= sc.threshold for s, _ in s_h]
+        blocked["safety_classifier"] = [s >= sc.threshold or (h is not None and h >= sc.head_threshold)
+                                        for s, h in s_h]
     # stages off or advisory in the config are still measured alone (semantic, the profanity classifier)
     # the classifier is advisory in the default config (block: false): measure it as if it blocked
     blocked["classifier"] = [stages["classifier"].score(p) >= cfg.classifier.threshold for p in prompts]
@@ -83,6 +89,8 @@ def main() -> None:
         "chain": chain,
         "chain_with_semantic": sorted(set(chain) | {"semantic"}),
         "chain_without_safety_classifier": [n for n in chain if n != "safety_classifier"],
+        "chain_without_multilingual_head": [n if n != "safety_classifier" else "safety_classifier_minilm_only"
+                                            for n in chain],
         "chain_with_language_gate": ["language"] + [n for n in chain if n != "language"],
         "chain_with_classifier_blocking": sorted(set(chain) | {"classifier"}),
     }
@@ -93,6 +101,8 @@ def main() -> None:
                  "thresholds": {"classifier": cfg.classifier.threshold, "semantic": cfg.semantic.threshold,
                                 "safety_classifier": stages["safety_classifier"].threshold
                                 if "safety_classifier" in stages else None,
+                                "multilingual_head": cfg.safety_classifier.multilingual_threshold
+                                if cfg.safety_classifier.head_file else None,
                                 "semantic_margin": cfg.semantic.margin,
                                 "semantic_hard": cfg.semantic.hard_threshold},
                  "load_s": round(load_s, 2), "splits": {}}

