@@ -144,7 +144,8 @@ def test_blocklist_stage_and_studio_scenes_pass_and_animal_fights_block():
                "drug education assembly: an officer shows fake fentanyl pills in an evidence bag",
                "my sister bombed her exam and cries in the car", "the guitarist's solo slays the crowd at the festival",
                "blood orange granita, macro shot of the crystals",
-               "seminar on the chemical weapons convention, delegates voting"):
+               "seminar on the chemical weapons convention, delegates voting",
+               "grandpa gets his flu shot at the pharmacy and gives a thumbs up"):
         assert b.check(ok).allowed, ok
     for bad in ("a girl stabs herself in the bathroom", "dog fighting ring, pit bulls, men betting",
                 "a man bombed her car and she burns inside", "gunman slays the crowd at the concert",
