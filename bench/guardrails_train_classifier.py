@@ -107,8 +107,8 @@ def probs(model: PromptClassifier, tok, texts: list[str], max_tokens: int) -> np
 
 
 def train_multilingual_head(rows: list[dict], out: str, c: float, folds: int, seed: int) -> dict:
-    """Logistic regression on USE-m3 embeddings; C=16 had the best held-out blend with the MiniLM fits
-    (C 4 / 16 / 64 tried on the non-blind prompt sets)."""
+    """Logistic regression on USE-m3 embeddings of head_text (C 4 / 16 / 64 were tried on the non-blind prompt
+    sets; 16 was best)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
 

@@ -181,6 +181,12 @@ def test_use_m3_is_the_real_multilingual_encoder():
     # a translation lands next to its source, far nearer than an unrelated English scene
     assert e[0] @ e[1] > 0.4 and e[0] @ e[1] > e[0] @ e[2] + 0.3  # measured: 0.51 vs 0.13
     assert use_m3_embed([]).shape == (0, 512)
+    # the head reads other scripts intact (classifier_text strips accents: Hindi vowel signs, Japanese dakuten)
+    from wfm_platform.guardrails.prompt_classifier import head_text
+
+    assert head_text("मेरी पड़ोसन") == "मेरी पड़ोसन" and head_text("女性が駅で") == "女性が駅で"
+    assert classifier_text("女性が駅で") != "女性が駅で"
+    assert head_text("ＳＨＯＯＴ Him") == "shoot him"  # NFKC folds full-width letters
 
 
 def test_multilingual_head_file_round_trip_and_fail_closed(tmp_path):

@@ -341,9 +341,9 @@ def english_probability(prompt: str) -> float:
 
 
 class LanguageStage:
-    """Blocks prompts in a language the guard cannot read. The safety classifier (MiniLM-L6) and the world
-    models' text encoder are English-only: a German or Turkish prompt is neither checked nor understood, so
-    the guard fails closed on it and says to write it in English. py3langid ships its model in the wheel
+    """Blocks prompts in a language the guard cannot fully read. The safety classifier's MiniLM fits and the
+    world models' text encoder are English-only (only its multilingual head reads other languages, less well),
+    so this opt-in stage fails closed on them and says to write the prompt in English. py3langid ships its model in the wheel
     (offline, ~0.1 ms per prompt)."""
 
     name = "language"
@@ -538,7 +538,8 @@ class ClassifierStage:
 # stage 2b: the fine-tuned safety classifier (MiniLM + shipped LoRA deltas)
 # ----------------------------------------------------------------------------------------------------------
 class SafetyClassifierStage:
-    """P(harmful) from MiniLM fine-tuned on labelled prompts (wfm_platform/guardrails/prompt_classifier.py)."""
+    """P(harmful) from MiniLM fine-tuned on labelled prompts (wfm_platform/guardrails/prompt_classifier.py),
+    averaged over seeds; for non-English prompts the multilingual head can block too."""
 
     name = "safety_classifier"
 

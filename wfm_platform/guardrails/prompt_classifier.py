@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,11 +221,19 @@ def load_use_m3():
     return use
 
 
+def head_text(prompt: str) -> str:
+    """What the multilingual head reads: the prompt NFKC-folded and lower-cased, NOT classifier_text: its accent
+    stripping mangles other scripts (Hindi loses its vowel signs, Japanese its dakuten: が -> か). On the
+    non-English prompts of the held-out sets this reads 101 of 134 harmful at 0.9 (1 false positive of 69)
+    where classifier_text read 97 (2)."""
+    return unicodedata.normalize("NFKC", prompt).lower()
+
+
 def use_m3_embed(prompts: list[str]) -> np.ndarray:
-    """[N, 512] L2-normalized embeddings of what the classifiers read (classifier_text)."""
+    """[N, 512] L2-normalized embeddings of what the head reads (head_text)."""
     if not prompts:
         return np.zeros((0, 512), np.float32)
-    return np.asarray(load_use_m3().encode([classifier_text(p) for p in prompts]), np.float32)
+    return np.asarray(load_use_m3().encode([head_text(p) for p in prompts]), np.float32)
 
 
 def save_multilingual_head(path: str | os.PathLike, weight: np.ndarray, bias: float, *,
