@@ -66,13 +66,12 @@ def main() -> None:
         stages["safety_classifier"] = SafetyClassifierStage(cfg.safety_classifier)
     load_s = time.perf_counter() - t0
     prompts = [r["prompt"] for r in rows]
-    blocked = {n: [not st.check(p).allowed for p in prompts] for n, st in stages.items() if n != "safety_classifier"}
-    if "safety_classifier" in stages:  # scored once; its multilingual head (non-English prompts) also alone
-        sc = stages["safety_classifier"]
-        s_h = [(sc.score(p), sc.head_score(p)) for p in prompts]
-        blocked["safety_classifier_minilm_only"] = [s >= sc.threshold for s, _ in s_h]
-        blocked["safety_classifier"] = [s >= sc.threshold or (h is not None and h >= sc.head_threshold)
-                                        for s, h in s_h]
+    results = {n: [st.check(p) for p in prompts] for n, st in stages.items()}
+    blocked = {n: [not r.allowed for r in rs] for n, rs in results.items()}
+    if "safety_classifier" in stages:  # the same verdicts without its multilingual head (non-English prompts)
+        t = stages["safety_classifier"].threshold
+        blocked["safety_classifier_minilm_only"] = [r.scores["safety_classifier"] >= t
+                                                    for r in results["safety_classifier"]]
     # stages off or advisory in the config are still measured alone (semantic, the profanity classifier)
     # the classifier is advisory in the default config (block: false): measure it as if it blocked
     blocked["classifier"] = [stages["classifier"].score(p) >= cfg.classifier.threshold for p in prompts]

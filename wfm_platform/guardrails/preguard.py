@@ -335,9 +335,14 @@ def language_identifier():
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+def language_ranking(prompt: str) -> list[tuple[str, float]]:
+    """[(language, probability)], most likely first, read on the evasion-decoded prompt: "s h o o t  u p" is
+    English once joined."""
+    return language_identifier().rank(normalize(prompt).text or prompt)
+
+
 def english_probability(prompt: str) -> float:
-    """P(English) of the evasion-decoded prompt ("s h o o t  u p" is English once joined)."""
-    return float(dict(language_identifier().rank(normalize(prompt).text or prompt)).get("en", 0.0))
+    return float(dict(language_ranking(prompt)).get("en", 0.0))
 
 
 class LanguageStage:
@@ -351,12 +356,11 @@ class LanguageStage:
     def __init__(self, cfg: LanguageConfig):
         self.cfg = cfg
         self.readable = {c.lower() for c in cfg.readable}
-        self.ident = language_identifier()
+        language_identifier()  # load now: a missing py3langid fails the stage at start-up, not per prompt
 
     def detect(self, prompt: str) -> tuple[str, float]:
-        """(most likely language, probability that the prompt is in a readable one). Read on the
-        evasion-decoded text: "s h o o t  u p" is English once joined."""
-        ranked = self.ident.rank(normalize(prompt).text or prompt)
+        """(most likely language, probability that the prompt is in a readable one)."""
+        ranked = language_ranking(prompt)
         return ranked[0][0], float(sum(p for lang, p in ranked if lang in self.readable))
 
     def check(self, prompt: str) -> StageResult:

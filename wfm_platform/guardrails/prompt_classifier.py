@@ -255,7 +255,6 @@ class MultilingualHead:
 
     def __init__(self, path: str | os.PathLike):
         from safetensors import safe_open
-        from safetensors.numpy import load_file
 
         p = Path(path)
         if not p.is_file():
@@ -265,10 +264,10 @@ class MultilingualHead:
         try:
             with safe_open(str(p), framework="numpy") as f:
                 meta = f.metadata() or {}
-            if meta.get("format") != HEAD_FORMAT:
-                raise ValueError(f"format {meta.get('format')!r}, expected {HEAD_FORMAT!r}")
-            t = load_file(str(p))
-            self.weight, self.bias = t["weight"].astype(np.float32), float(t["bias"][0])
+                if meta.get("format") != HEAD_FORMAT:
+                    raise ValueError(f"format {meta.get('format')!r}, expected {HEAD_FORMAT!r}")
+                self.weight = f.get_tensor("weight").astype(np.float32)
+                self.bias = float(f.get_tensor("bias")[0])
             if self.weight.shape != (512,):
                 raise ValueError(f"weight shape {self.weight.shape}, expected (512,)")
             self.info = json.loads(meta.get("info", "{}"))
