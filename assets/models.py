@@ -57,7 +57,7 @@ def _tokenizer_for(store, name: str, config: WorldModelTrainRun, log) -> str | N
 
 def _train_world_model(context: dg.AssetExecutionContext, config: WorldModelTrainRun, storage: StorageResource,
                        family: str, default_preset: str) -> dg.MaterializeResult:
-    from wfm_platform.curation.config import REPO_ROOT
+    from wfm_platform.config_io import repo_path
     from wfm_platform.models import presets
     from wfm_platform.models.publish import new_version, train_and_publish
     from wfm_platform.models.train import load_train_config
@@ -69,7 +69,7 @@ def _train_world_model(context: dg.AssetExecutionContext, config: WorldModelTrai
     if family_of != family:  # before the tokenizer: a wrong preset is the error worth reporting
         raise dg.Failure(f"preset {preset} is in the {family_of} family; {asset} trains {family} presets")
     cfg_path = Path(config.config_path)
-    cfg = load_train_config(cfg_path if cfg_path.is_absolute() else REPO_ROOT / cfg_path,
+    cfg = load_train_config(repo_path(cfg_path),
                             tokenizer_checkpoint=_tokenizer_for(store, mcfg.tokenizer, config, context.log))
 
     def on_step(s: int, n: int, p: dict) -> None:

@@ -54,7 +54,7 @@ class TokenizerTrainRun(dg.Config):
 def tokenizer_checkpoint(
     context: dg.AssetExecutionContext, config: TokenizerTrainRun, storage: StorageResource
 ) -> dg.MaterializeResult:
-    from wfm_platform.curation.config import REPO_ROOT
+    from wfm_platform.config_io import repo_path
     from wfm_platform.tokenizer.train import (CKPT_NAME, evaluate_on_shards, load_tokenizer, load_train_config,
                                               run_in_store, train)
 
@@ -80,7 +80,7 @@ def tokenizer_checkpoint(
     held_out = shard_uris[-1:] if len(shard_uris) > 1 and dv is None else []
     train_uris = [u for u in shard_uris if u not in held_out]
     cfg_path = Path(config.config_path)
-    cfg = load_train_config(cfg_path if cfg_path.is_absolute() else REPO_ROOT / cfg_path, tokenizer=name)
+    cfg = load_train_config(repo_path(cfg_path), tokenizer=name)
     rel = f"tokenizer_checkpoint/{name}"
     with run_in_store(store, rel, resume=bool(config.steps)) as out:  # in place, or a temp folder uploaded after
         result = train(cfg, None if dv else train_uris, out, steps=config.steps or None, store=store, dataset=dv,

@@ -1,4 +1,4 @@
-"""The small helpers that several modules share since the de-duplication: config_io, progress,
+"""The small helpers that several modules share since the de-duplication: config_io (incl. repo_path), progress,
 tokenizer.data.count_skip, tokenizer.train.load_state_strict, curation.pipeline._clip_errors.
 Fast (no video, no training): each helper on good input and on the broken input it must refuse."""
 
@@ -13,7 +13,14 @@ import torch
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
-from wfm_platform.config_io import read_jsonl, read_yaml_mapping, trim_jsonl, with_overrides
+from wfm_platform.config_io import (
+    REPO_ROOT,
+    read_jsonl,
+    read_yaml_mapping,
+    repo_path,
+    trim_jsonl,
+    with_overrides,
+)
 from wfm_platform.curation.pipeline import _clip_errors
 from wfm_platform.models.checkpoint import CheckpointError as WorldCheckpointError
 from wfm_platform.models.checkpoint import load_weights
@@ -23,6 +30,14 @@ from wfm_platform.storage.errors import TransientStorageError
 from wfm_platform.tokenizer.data import ClipTooShortError, ShardSourceError, count_skip
 from wfm_platform.tokenizer.train import CheckpointError, load_state_strict
 from wfm_platform.tokenizer.train import load_train_config as load_tok_config
+
+
+def test_repo_path_resolves_config_names_against_the_checkout(tmp_path):
+    # relative names in configs/*.yaml mean the checkout, whatever the working directory
+    assert repo_path("configs/guardrails.yaml") == REPO_ROOT / "configs/guardrails.yaml"
+    assert repo_path("configs/guardrails.yaml").is_file()
+    assert (REPO_ROOT / "pyproject.toml").is_file()
+    assert repo_path(tmp_path / "x.yaml") == tmp_path / "x.yaml"  # absolute: unchanged
 
 
 class _Cfg(BaseModel):

@@ -1,4 +1,5 @@
-"""Reading YAML configs and the JSON-lines logs that training runs write: one implementation each.
+"""Reading YAML configs and the JSON-lines logs that training runs write, and resolving the repo-relative paths
+configs name: one implementation each.
 
     data = read_yaml_mapping("configs/train/world_tiny.yaml", example="configs/train/world_tiny.yaml")
     cfg = with_overrides(TrainConfig, data, {"steps": 200, "lr": None})   # None: keep the file's value
@@ -16,6 +17,15 @@ import yaml
 from pydantic import BaseModel
 
 M = TypeVar("M", bound=BaseModel)
+
+# the checkout (configs/, bench/, data/ live here); the package is installed editable from it
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_path(path: str | os.PathLike) -> Path:
+    """`path` itself when absolute, else relative to the repository root: how configs name their files."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
 
 
 def read_yaml_mapping(path: str | os.PathLike | None, *, what: str = "training config", example: str) -> dict:

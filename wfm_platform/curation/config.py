@@ -12,7 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ..config_io import REPO_ROOT
+
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
 
 

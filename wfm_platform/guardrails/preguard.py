@@ -26,11 +26,11 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
+from ..config_io import REPO_ROOT, repo_path
 from .verdict import GuardError, Stage, StageResult, Verdict
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "guardrails.yaml"
 
 
@@ -93,15 +93,11 @@ class SafetyClassifierConfig(BaseModel):
     @property
     def weight_files(self) -> list[Path]:
         files = [self.weights] if isinstance(self.weights, str) else self.weights
-        return [_repo_path(w) for w in files]
+        return [repo_path(w) for w in files]
 
     @property
     def head_file(self) -> Path | None:
-        return _repo_path(self.multilingual_head) if self.multilingual_head else None
-
-
-def _repo_path(p: str) -> Path:
-    return Path(p) if Path(p).is_absolute() else REPO_ROOT / p
+        return repo_path(self.multilingual_head) if self.multilingual_head else None
 
 
 class SemanticConfig(BaseModel):

@@ -35,7 +35,7 @@ import torch
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
-from ..curation.config import REPO_ROOT
+from ..config_io import REPO_ROOT, repo_path
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,7 @@ class GuardsConfig(BaseModel):
     violation_log: str | None = None
 
     def config_path(self) -> Path:
-        p = Path(self.config)
-        return p if p.is_absolute() else REPO_ROOT / p
+        return repo_path(self.config)
 
 
 class InferenceConfig(BaseModel):

@@ -35,11 +35,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
+from ..config_io import REPO_ROOT
 from .objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "retention.yaml"
 RETENTION_LOG_PREFIX = "logs/retention"
 PROCESSED = ("clips", "clip_scores", "filtered_clips", "captions", "clip_embeddings", "deduplicated_clips",

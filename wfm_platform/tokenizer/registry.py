@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
+from ..config_io import REPO_ROOT
+
 if TYPE_CHECKING:
     from .model import VideoTokenizer
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs" / "tokenizer"
 NAMES = ("cv4x8x8", "cv8x8x8", "cv8x16x16", "dv4x8x8", "dv8x8x8", "dv8x16x16", "ci8x8", "di8x8")
 
