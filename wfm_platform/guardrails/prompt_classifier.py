@@ -185,15 +185,30 @@ class SafetyClassifier:
         self.threshold = float(threshold if threshold is not None else stored)
         self.path = p
 
+    def windows(self, prompt: str) -> list[list[int]]:
+        """Token ids the model reads for `prompt`: one [CLS] .. [SEP] window when it fits in max_tokens, else
+        windows overlapping by half. Truncating instead would hide harm written after the first ~70 words
+        (upsampled video prompts run to 150-300 words)."""
+        ids = self.tokenizer(classifier_text(prompt), add_special_tokens=False)["input_ids"]
+        n = self.max_tokens - 2
+        starts = [0] if len(ids) <= n else [*range(0, len(ids) - n, n // 2), len(ids) - n]
+        cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        return [[cls, *ids[s: s + n], sep] for s in starts]
+
     def logits(self, prompts: list[str], batch_size: int = 32) -> np.ndarray:
-        out = []
+        """One logit per prompt: the largest over its windows (a long prompt is as harmful as its worst part)."""
+        wins = [(j, w) for j, q in enumerate(prompts) for w in self.windows(q)]
+        out = np.full(len(prompts), -np.inf, np.float32)
+        pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
-            for i in range(0, len(prompts), batch_size):
-                texts = [classifier_text(q) for q in prompts[i: i + batch_size]]
-                enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                                     return_tensors="pt")
-                out.append(self.model(enc["input_ids"], enc["attention_mask"]).float().numpy())
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+            for i in range(0, len(wins), batch_size):
+                owner, batch = zip(*wins[i: i + batch_size], strict=True)
+                width = max(map(len, batch))
+                ids = torch.tensor([w + [pad] * (width - len(w)) for w in batch])
+                mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in batch])
+                logit = self.model(ids, mask).float().numpy()
+                np.maximum.at(out, np.array(owner), logit)
+        return out
 
     def prob(self, prompts: list[str]) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits(prompts)))
