@@ -219,7 +219,11 @@ def test_use_m3_is_the_real_multilingual_encoder():
 
 
 def test_multilingual_head_file_round_trip_and_fail_closed(tmp_path):
-    from wfm_platform.guardrails.prompt_classifier import MultilingualHead, save_multilingual_head, use_m3_embed
+    from wfm_platform.guardrails.prompt_classifier import (
+        MultilingualHead,
+        save_multilingual_head,
+        use_m3_embed,
+    )
 
     w = np.random.default_rng(0).normal(size=512).astype(np.float32)
     f = save_multilingual_head(tmp_path / "head.safetensors", w, -0.5, info={"n": 2})
