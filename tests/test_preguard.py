@@ -173,6 +173,17 @@ def test_blocklist_stage_and_studio_scenes_pass_and_animal_fights_block():
         assert not b.check(bad).allowed, bad
 
 
+def test_unless_lists_take_sets():
+    from wfm_platform.guardrails.preguard import BlocklistConfig, BlocklistStage
+    from wfm_platform.guardrails.verdict import GuardError
+
+    b = BlocklistStage(BlocklistConfig(sets={"ctx": ["museum", "lecture"]},
+                                       terms=[{"term": "genocide", "unless": ["@ctx"]}]))
+    assert b.check("a lecture on the genocide").allowed and not b.check("show the genocide").allowed
+    with pytest.raises(GuardError, match="unknown set @nope"):
+        BlocklistStage(BlocklistConfig(terms=[{"term": "x", "unless": ["@nope"]}]))
+
+
 def test_rule_with_unknown_not_after_set_is_a_config_error():
     from wfm_platform.guardrails.preguard import BlocklistConfig, BlocklistStage
     from wfm_platform.guardrails.verdict import GuardError

@@ -39,7 +39,7 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "guardrails.yaml"
 # ----------------------------------------------------------------------------------------------------------
 class TermEntry(BaseModel):
     term: str
-    unless: list[str] = Field(default_factory=list, description="lemmas that make the term harmless")
+    unless: list[str] = Field(default_factory=list, description="lemmas (or @sets) that make the term harmless")
 
 
 class RuleEntry(BaseModel):
@@ -387,16 +387,22 @@ class BlocklistStage:
         for t in cfg.terms:
             e = TermEntry(term=t) if isinstance(t, str) else t
             words = _fold(e.term).split()
-            self.terms.append((words, {u.lower() for u in e.unless}, e.term))
+            self.terms.append((words, self._unless(e.unless, e.term), e.term))
         self.single = {ws[0] for ws, _, _ in self.terms if len(ws) == 1}
         # per rule, once: (rule, slot sets, lemmas that disarm it, words that make its first slot another word)
         self.rules: list[tuple[RuleEntry, list[set[str]], set[str], set[str]]] = []
         for r in cfg.rules:
             self._check_slots(r.seq + r.not_after, r.name)
-            self.rules.append((r, [self._slot(x) for x in r.seq], {u.lower() for u in r.unless},
+            self.rules.append((r, [self._slot(x) for x in r.seq], self._unless(r.unless, r.name),
                                set().union(*(self._slot(w) for w in r.not_after))))
         for c in cfg.combos:
             self._check_slots(c.all, c.name)
+        self.combo_unless = [self._unless(c.unless, c.name) for c in cfg.combos]
+
+    def _unless(self, words: list[str], name: str) -> set[str]:
+        """The lemmas that disarm an entry: its words, @sets expanded (one shared list, e.g. @history)."""
+        self._check_slots(words, name)
+        return set().union(*(self._slot(w) for w in words))
 
     def _check_slots(self, slots: list[str], name: str) -> None:
         for s in slots:
@@ -455,8 +461,8 @@ class BlocklistStage:
             if hit:
                 span = " ".join(t.surface for t in toks[hit[0] : hit[1] + 1])
                 reasons.append(f"blocklist: {span!r} ~ {r.name}")
-        for c in self.cfg.combos:
-            if {u.lower() for u in c.unless} & vocab:
+        for c, unless in zip(self.cfg.combos, self.combo_unless, strict=True):
+            if unless & vocab:
                 continue
             found = []
             for s in c.all:
