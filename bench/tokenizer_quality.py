@@ -111,6 +111,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--resize-short", type=int, default=None,
                     help="resize training frames' short side to this before cropping (match the held-out scale)")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop training after this long even before --steps (the row records steps_done)")
+    ap.add_argument("--augment", action="store_true", help="flips, 2x frame stride, 1-1.5x zoom while training")
     ap.add_argument("--channels", type=int, default=None, help="override the preset's base width")
     ap.add_argument("--num-workers", type=int, default=0, help="decode processes (use them on a GPU)")
     ap.add_argument("--prepare", type=Path, help="only curate shards + held-out clips into this folder")
@@ -127,6 +130,7 @@ def main() -> None:
                                 "threads": torch.get_num_threads()},
                     "steps": a.steps, "preset": a.preset, "crop": a.crop, "num_frames": a.num_frames,
                     "batch_size": a.batch_size, "resize_short": a.resize_short, "channels": a.channels,
+                    "augment": a.augment,
                     "held_out": [h[0] for h in HELD_OUT], "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -143,6 +147,7 @@ def main() -> None:
                                     crop=(a.crop, a.crop), steps=a.steps, checkpoint_every=a.steps,
                                     num_frames=a.num_frames, batch_size=a.batch_size, lr=a.lr,
                                     num_workers=a.num_workers, log_every=10, resize_short=a.resize_short,
+                                    augment=a.augment, max_seconds=a.max_seconds,
                                     model={"channels": a.channels} if a.channels else {})
             t0 = time.perf_counter()
             res = train(cfg, shards, runs / f"run_{name}")
@@ -154,7 +159,8 @@ def main() -> None:
             t, s = tc.temporal_compression, tc.spatial_compression
             base = [video_metrics(v, naive(v, t, s)) for v in videos]
             report["rows"].append({
-                "tokenizer": name, "train_seconds": round(secs, 1), "steps_per_s": round(res.steps_per_s, 2),
+                "tokenizer": name, "steps_done": res.step, "train_seconds": round(secs, 1),
+                "steps_per_s": round(res.steps_per_s, 2),
                 "params": sum(p.numel() for p in res.model.parameters()),
                 "loss_first5": round(float(np.mean(res.losses[:5])), 4),
                 "loss_last5": round(float(np.mean(res.losses[-5:])), 4),

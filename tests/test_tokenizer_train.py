@@ -117,6 +117,34 @@ def test_decode_window_rejects_short_and_garbage(data):
         decode_window(b"\x00" * 1000, 9, (32, 32))
 
 
+def test_decode_window_augment_flips_strides_and_zooms(tmp_path):
+    """A clip whose frame i is 40 + 4i bright and brightens left to right: a flip shows as a falling
+    gradient, a 2x stride as +8 per frame, a zoom as a gentler gradient over the same crop width."""
+    from wfm_platform.video import write_mp4
+
+    ramp = np.linspace(0, 100, 160, dtype=np.float32)[None, :, None]
+    frames = [np.broadcast_to(40 + 4 * i + ramp, (96, 160, 3)).astype(np.uint8) for i in range(30)]
+    clip = tmp_path / "ramp.mp4"
+    write_mp4(iter(frames), clip, fps=10, crf=4)
+    data = clip.read_bytes()
+
+    def features(w: np.ndarray) -> tuple[bool, int, float]:
+        m = w.astype(np.float32).mean(axis=(1, 3))  # [T, W]
+        slope = float(np.polyfit(np.arange(m.shape[1]), m.mean(0), 1)[0])
+        step = round(float(np.diff(m.mean(1)).mean()))
+        return slope < 0, step, abs(slope)
+
+    plain = [features(decode_window(data, 9, (64, 64), rng=np.random.default_rng(s))) for s in range(24)]
+    assert all(not f and step == 4 for f, step, _ in plain)
+    aug = [features(decode_window(data, 9, (64, 64), rng=np.random.default_rng(s), augment=True)) for s in range(24)]
+    assert {f for f, _, _ in aug} == {False, True}
+    assert {step for _, step, _ in aug} == {4, 8}
+    plain_slope = plain[0][2]
+    assert min(s for *_, s in aug) < 0.9 * plain_slope and max(s for *_, s in aug) <= plain_slope * 1.05
+    # evaluation windows (no rng) are never augmented
+    assert np.array_equal(decode_window(data, 9, (64, 64), augment=True), decode_window(data, 9, (64, 64)))
+
+
 def test_dis_flow_recovers_a_shift():
     rng = np.random.default_rng(0)
     base = (rng.random((72, 88, 3)) * 255).astype(np.uint8)
@@ -201,6 +229,16 @@ def test_resume_matches_uninterrupted_run(data, tmp_path):
         train(cfg, data["manifest"], tmp_path / "full")
     with pytest.raises(CheckpointError, match="no checkpoint"):
         train(cfg, data["manifest"], tmp_path / "nothing", resume=True)
+
+
+def test_max_seconds_stops_with_a_checkpoint_and_resume_goes_on(data, tmp_path):
+    cfg = _cfg(steps=10_000, checkpoint_every=10_000, batch_size=1, model={"channels": 8}, max_seconds=0.5,
+               augment=True)
+    r = train(cfg, data["manifest"], tmp_path / "run")
+    assert 1 <= r.step < 10_000 and read_checkpoint(tmp_path / "run")["step"] == r.step
+    more = train(cfg, data["manifest"], tmp_path / "run", resume=True)
+    assert more.step > r.step
+    assert [e["step"] for e in read_loss_log(tmp_path / "run")] == list(range(1, more.step + 1))
 
 
 def test_finetune_init_and_wrong_architecture(trained, data, tmp_path):

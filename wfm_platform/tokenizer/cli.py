@@ -66,6 +66,8 @@ def train_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     tokenizer: Annotated[str | None, typer.Option(help="tokenizer name, e.g. cv8x8x8 (default: config)")] = None,
     preset: Annotated[str | None, typer.Option(help="width preset, e.g. tiny (default: config)")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="stop with a checkpoint after this much training "
+                                                      "time (a time budget; --resume goes on)")] = None,
 ) -> None:
     """Train (or fine-tune) a tokenizer on a dataset version (--dataset) or on curated WebDataset shards
     (--shards); the checkpoint records which. For several processes:
@@ -76,7 +78,7 @@ def train_cmd(
     if bool(shards) == bool(dataset):
         _fail("give exactly one of --shards (manifest.json or shard URLs) and --dataset NAME[@VERSION]")
     try:
-        cfg = load_train_config(config, tokenizer=tokenizer, preset=preset)
+        cfg = load_train_config(config, tokenizer=tokenizer, preset=preset, max_seconds=max_seconds)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     if store and not dataset:

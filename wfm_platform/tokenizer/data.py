@@ -54,14 +54,21 @@ def count_skip(e: ClipTooShortError, bad: int, usable: int, source: str) -> int:
 
 
 def decode_window(data: bytes, num_frames: int, size: tuple[int, int], *, rng: np.random.Generator | None = None,
-                  resize_short: int | None = None, key: str = "clip") -> np.ndarray:
+                  resize_short: int | None = None, augment: bool = False, key: str = "clip") -> np.ndarray:
     """mp4 bytes -> uint8 frames [num_frames, h, w, 3] (size = (h, w)).
 
     rng given: random temporal start and random crop; None: first frames and centre crop.
     resize_short: resize so the frame's short side is at least this many pixels before cropping
     (default: the smallest resize that still covers the crop, i.e. the most scene in view).
+    augment (with rng): a horizontal flip half the time, every 2nd frame half the time (twice the
+    motion per frame, where the clip is long enough) and a zoom of 1-1.5x before cropping. Few source
+    videos make small tokenizers overfit; these stretch the same footage without changing its statistics.
     """
     h, w = size
+    aug = augment and rng is not None
+    flip = aug and bool(rng.integers(0, 2))
+    stride = 2 if aug and rng.integers(0, 2) else 1
+    zoom = float(rng.uniform(1.0, 1.5)) if aug else 1.0
     try:
         container = av.open(io.BytesIO(data), metadata_errors="ignore")
     except av.error.FFmpegError as e:
@@ -73,11 +80,14 @@ def decode_window(data: bytes, num_frames: int, size: tuple[int, int], *, rng: n
         total = stream.frames or 0
         if total and total < num_frames:
             raise ClipTooShortError(f"{key}: {total} frames, a training window needs {num_frames}")
-        start = int(rng.integers(0, total - num_frames + 1)) if (rng is not None and total) else 0
+        if not total or total < (num_frames - 1) * stride + 1:
+            stride = 1
+        span = (num_frames - 1) * stride + 1
+        start = int(rng.integers(0, total - span + 1)) if (rng is not None and total) else 0
         frames: list[np.ndarray] = []
         try:
             for i, frame in enumerate(container.decode(stream)):
-                if i < start:
+                if i < start or (i - start) % stride:
                     continue
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if len(frames) == num_frames:
@@ -89,7 +99,7 @@ def decode_window(data: bytes, num_frames: int, size: tuple[int, int], *, rng: n
     fh, fw = frames[0].shape[:2]
     # resize so the crop fits: short side to resize_short (default: just enough for the crop)
     target_short = max(resize_short or 0, 1)
-    scale = max(h / fh, w / fw, target_short / min(fh, fw))
+    scale = max(h / fh, w / fw, target_short / min(fh, fw)) * zoom
     nh, nw = max(h, round(fh * scale)), max(w, round(fw * scale))
     if (nh, nw) != (fh, fw):
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
@@ -98,7 +108,8 @@ def decode_window(data: bytes, num_frames: int, size: tuple[int, int], *, rng: n
         y0, x0 = int(rng.integers(0, nh - h + 1)), int(rng.integers(0, nw - w + 1))
     else:
         y0, x0 = (nh - h) // 2, (nw - w) // 2
-    return np.stack([f[y0 : y0 + h, x0 : x0 + w] for f in frames])
+    out = np.stack([f[y0 : y0 + h, x0 : x0 + w] for f in frames])
+    return np.ascontiguousarray(out[:, :, ::-1]) if flip else out
 
 
 def dis_flow(frames: np.ndarray) -> np.ndarray:
@@ -155,6 +166,7 @@ class ClipStreamConfig:
     size: tuple[int, int] = (64, 64)  # (h, w)
     resize_short: int | None = None
     random_crop: bool = True
+    augment: bool = False
     flow: bool = False
     seed: int = 0
 
@@ -209,7 +221,7 @@ class ClipStream(torch.utils.data.IterableDataset):
             key = sample.get("__key__", f"sample{n}")
             try:
                 frames = decode_window(sample["mp4"], cfg.num_frames, cfg.size, rng=rng,
-                                       resize_short=cfg.resize_short, key=key)
+                                       resize_short=cfg.resize_short, augment=cfg.augment, key=key)
             except ClipTooShortError as e:
                 bad = count_skip(e, bad, usable_in_epoch, "shards")
                 continue

@@ -71,8 +71,12 @@ class TrainConfig(BaseModel):
     crop: tuple[int, int] = Field((64, 64), description="(height, width) of the training crop")
     resize_short: int | None = Field(None, description="resize the short side to this before cropping")
     random_crop: bool = True
+    augment: bool = Field(False, description="flips, 2x frame stride and 1-1.5x zoom on training windows "
+                          "(for small footage sets; needs random_crop)")
     batch_size: int = Field(2, ge=1, description="per process")
     steps: int = Field(1000, ge=1)
+    max_seconds: float | None = Field(None, gt=0, description="stop (with a checkpoint) once training has run "
+                                      "this long, even before `steps`; resume continues the same schedule")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.99)
@@ -419,7 +423,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
     loss_fn = TokenizerLoss(cfg.loss).to(d.device)
     stream = ClipStream(source, ClipStreamConfig(num_frames=cfg.num_frames, size=tuple(cfg.crop),
                                                  resize_short=cfg.resize_short, random_crop=cfg.random_crop,
-                                                 flow=loss_fn.needs_flow, seed=cfg.seed),
+                                                 augment=cfg.augment, flow=loss_fn.needs_flow, seed=cfg.seed),
                         store=store, rank=d.rank, world_size=d.world_size, skip=data_pos)
     use_bf16 = cfg.bf16 and d.device.type == "cuda"
     losses: list[float] = []
@@ -439,6 +443,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
     # the lr schedule spans the configured run (cfg.steps): a run stopped early (steps=3) and resumed later
     # follows the same learning rates as an uninterrupted one
     horizon = max(cfg.steps, total)
+    stopped_on_time = False
     if step < total:
         for batch in batches(stream, cfg.batch_size, cfg.num_workers):
             lr = cfg.lr * lr_factor(step, horizon, cfg.warmup_steps, cfg.min_lr_ratio)
@@ -466,11 +471,20 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
                     f.write(json.dumps(rec) + "\n")
             if on_step is not None and d.main:
                 on_step(step, total, {"loss": mean_loss, **parts})
-            if step % cfg.checkpoint_every == 0 or step >= total:
+            out_of_time = cfg.max_seconds is not None and float(_all_reduce(
+                torch.tensor(float(time.perf_counter() - t0 >= cfg.max_seconds), device=d.device), d,
+                dist.ReduceOp.MAX)) > 0  # every rank stops at the same step
+            if step % cfg.checkpoint_every == 0 or step >= total or out_of_time:
                 save()
             if step >= total:
                 break
-    if step < total:
+            if out_of_time:
+                stopped_on_time = True
+                if d.main:
+                    log.info("max_seconds=%s reached at step %d of %d; stopped with a checkpoint",
+                             cfg.max_seconds, step, total)
+                break
+    if step < total and not stopped_on_time:
         raise RuntimeError(f"data stream ended at step {step} of {total}")
     elapsed = time.perf_counter() - t0
     sps = (step - start_step) / elapsed if elapsed > 0 and step > start_step else 0.0
