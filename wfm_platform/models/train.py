@@ -174,12 +174,16 @@ class _LossModule(torch.nn.Module):
         return self.m.training_loss(batch)
 
 
+def _sharded(cfg: TrainConfig, d: Dist) -> bool:
+    """FSDP applies wherever a process group exists, one process included (torchrun with WORLD_SIZE=1 makes
+    none; a caller that made one gets the same sharded code path a multi-GPU run takes)."""
+    return cfg.strategy == "fsdp" and (d.world_size > 1 or dist.is_initialized())
+
+
 def _wrap(model: torch.nn.Module, cfg: TrainConfig, d: Dist) -> tuple[_LossModule, torch.nn.Module]:
     """(the module whose parameters the optimizer owns, the module to call)."""
     root = _LossModule(model)
-    if d.world_size == 1:
-        return root, root
-    if cfg.strategy == "fsdp":
+    if _sharded(cfg, d):
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
         blocks = getattr(model, "blocks", None)
@@ -198,6 +202,8 @@ def _wrap(model: torch.nn.Module, cfg: TrainConfig, d: Dist) -> tuple[_LossModul
             fully_shard(b)
         fully_shard(root)  # embeddings, heads, norms: the root's parameter group
         return root, root
+    if d.world_size == 1:
+        return root, root
     ids = [d.device.index] if d.device.type == "cuda" else None
     # find_unused_parameters: some parameters take part only in some steps (the null text of
     # classifier-free guidance, Video2World-only paths); DDP must not wait for their gradients
@@ -209,7 +215,7 @@ def _full_state(root: _LossModule, opt, cfg: TrainConfig, d: Dist) -> tuple[dict
 
     Without sharding the optimizer's own state_dict is exact. Under FSDP it is gathered to a full, name-keyed
     one (torch.distributed.checkpoint.state_dict), which any world size can load back."""
-    if not (d.world_size > 1 and cfg.strategy == "fsdp"):
+    if not _sharded(cfg, d):
         return root.m.state_dict(), opt.state_dict(), "torch"
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -225,7 +231,7 @@ def _full_state(root: _LossModule, opt, cfg: TrainConfig, d: Dist) -> tuple[dict
 
 def _load_optimizer(root: _LossModule, opt, state: dict, cfg: TrainConfig, d: Dist) -> None:
     fmt = state.get("optimizer_format", "torch")
-    sharded = d.world_size > 1 and cfg.strategy == "fsdp"
+    sharded = _sharded(cfg, d)
     if fmt == "torch" and not sharded:
         opt.load_state_dict(state["optimizer"])
         return
