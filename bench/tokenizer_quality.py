@@ -112,8 +112,9 @@ def main() -> None:
     ap.add_argument("--resize-short", type=int, default=None,
                     help="resize training frames' short side to this before cropping (match the held-out scale)")
     ap.add_argument("--max-seconds", type=float, default=None,
-                    help="stop training after this long even before --steps (the row records steps_done)")
-    ap.add_argument("--augment", action="store_true", help="flips, 2x frame stride, 1-1.5x zoom while training")
+                    help="a training-time budget: a 30-step probe sizes the run (at most --steps) to fit it, "
+                    "and training stops there in any case (the row records steps_done)")
+    ap.add_argument("--augment", action="store_true", help="flips, 2x frame stride, 1-1.5x zoom in training")
     ap.add_argument("--channels", type=int, default=None, help="override the preset's base width")
     ap.add_argument("--num-workers", type=int, default=0, help="decode processes (use them on a GPU)")
     ap.add_argument("--prepare", type=Path, help="only curate shards + held-out clips into this folder")
@@ -143,12 +144,23 @@ def main() -> None:
         videos = [read_video(c)[0] for c in clips]
         runs = a.out or tmp
         for name in a.names.split(","):
-            cfg = load_train_config(ROOT / "configs/tokenizer/train_tiny.yaml", tokenizer=name, preset=a.preset,
-                                    crop=(a.crop, a.crop), steps=a.steps, checkpoint_every=a.steps,
-                                    num_frames=a.num_frames, batch_size=a.batch_size, lr=a.lr,
-                                    num_workers=a.num_workers, log_every=10, resize_short=a.resize_short,
-                                    augment=a.augment, max_seconds=a.max_seconds,
-                                    model={"channels": a.channels} if a.channels else {})
+            def config(steps: int, max_seconds: float | None):
+                return load_train_config(ROOT / "configs/tokenizer/train_tiny.yaml", tokenizer=name,
+                                         preset=a.preset, crop=(a.crop, a.crop), steps=steps,
+                                         checkpoint_every=steps, num_frames=a.num_frames,
+                                         batch_size=a.batch_size, lr=a.lr, num_workers=a.num_workers,
+                                         log_every=10, resize_short=a.resize_short, augment=a.augment,
+                                         max_seconds=max_seconds,
+                                         model={"channels": a.channels} if a.channels else {})
+
+            steps = a.steps
+            if a.max_seconds:
+                # size the run to the budget so the lr schedule completes: time a short probe first
+                # (its rate includes start-up, so it errs low); max_seconds still caps the real run
+                probe = train(config(30, None), shards, runs / f"probe_{name}")
+                steps = max(30, min(a.steps, int(probe.steps_per_s * a.max_seconds * 0.9)))
+                report.setdefault("probe_steps_per_s", {})[name] = round(probe.steps_per_s, 2)
+            cfg = config(steps, a.max_seconds)
             t0 = time.perf_counter()
             res = train(cfg, shards, runs / f"run_{name}")
             secs = time.perf_counter() - t0
