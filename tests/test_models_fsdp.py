@@ -28,6 +28,7 @@ from wfm_platform.tokenizer.train import Dist
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "train" / "world_tiny.yaml"
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny tensors
 CASES = [("diffusion", "diffusion-tiny", {}), ("autoregressive", "ar-tiny", {"depth": 2, "medusa_heads": 1})]
 
 
@@ -57,7 +58,6 @@ def _step(call, root, opt, batch, seed: int, device: str) -> float:
 @pytest.mark.parametrize("family,preset,overrides", CASES, ids=[c[0] for c in CASES])
 def test_fsdp_one_process_matches_plain_training_and_resumes(backend, family, preset, overrides, tmp_path):
     device = "cuda" if backend == "nccl" else "cpu"
-    torch.set_num_threads(1)
     dist.init_process_group(backend, init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     try:
         d = Dist(0, 1, 0, torch.device(device))
