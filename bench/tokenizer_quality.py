@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="a training-time budget: a 30-step probe sizes the run (at most --steps) to fit it, "
                     "and training stops there in any case (the row records steps_done)")
-    ap.add_argument("--augment", action="store_true", help="flips, 2x frame stride, 1-1.5x zoom in training")
+    ap.add_argument("--augment", default="", help="comma-separated training augmentations: flip,stride,zoom")
     ap.add_argument("--channels", type=int, default=None, help="override the preset's base width")
     ap.add_argument("--num-workers", type=int, default=0, help="decode processes (use them on a GPU)")
     ap.add_argument("--prepare", type=Path, help="only curate shards + held-out clips into this folder")
@@ -149,7 +149,8 @@ def main() -> None:
                                          preset=a.preset, crop=(a.crop, a.crop), steps=steps,
                                          checkpoint_every=steps, num_frames=a.num_frames,
                                          batch_size=a.batch_size, lr=a.lr, num_workers=a.num_workers,
-                                         log_every=10, resize_short=a.resize_short, augment=a.augment,
+                                         log_every=10, resize_short=a.resize_short,
+                                         augment=[x for x in a.augment.split(",") if x],
                                          max_seconds=max_seconds,
                                          model={"channels": a.channels} if a.channels else {})
 

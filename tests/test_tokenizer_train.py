@@ -136,13 +136,25 @@ def test_decode_window_augment_flips_strides_and_zooms(tmp_path):
 
     plain = [features(decode_window(data, 9, (64, 64), rng=np.random.default_rng(s))) for s in range(24)]
     assert all(not f and step == 4 for f, step, _ in plain)
-    aug = [features(decode_window(data, 9, (64, 64), rng=np.random.default_rng(s), augment=True)) for s in range(24)]
+    def augmented(which):
+        return [features(decode_window(data, 9, (64, 64), rng=np.random.default_rng(s), augment=which))
+                for s in range(24)]
+
+    aug = augmented(("flip", "stride", "zoom"))
     assert {f for f, _, _ in aug} == {False, True}
     assert {step for _, step, _ in aug} == {4, 8}
     plain_slope = plain[0][2]
     assert min(s for *_, s in aug) < 0.9 * plain_slope and max(s for *_, s in aug) <= plain_slope * 1.05
-    # evaluation windows (no rng) are never augmented
-    assert np.array_equal(decode_window(data, 9, (64, 64), augment=True), decode_window(data, 9, (64, 64)))
+    # one at a time: only that one changes the window
+    flips = augmented(("flip",))
+    assert {f for f, _, _ in flips} == {False, True} and all(step == 4 for _, step, _ in flips)
+    assert all(abs(s - plain_slope) < 0.05 * plain_slope for *_, s in flips)
+    assert not any(f for f, _, _ in augmented(("zoom",)))
+    # evaluation windows (no rng) are never augmented; unknown names are an error
+    plain_eval = decode_window(data, 9, (64, 64))
+    assert np.array_equal(decode_window(data, 9, (64, 64), augment=("flip",)), plain_eval)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        decode_window(data, 9, (64, 64), rng=np.random.default_rng(0), augment=("rotate",))
 
 
 def test_dis_flow_recovers_a_shift():
@@ -233,7 +245,7 @@ def test_resume_matches_uninterrupted_run(data, tmp_path):
 
 def test_max_seconds_stops_with_a_checkpoint_and_resume_goes_on(data, tmp_path):
     cfg = _cfg(steps=10_000, checkpoint_every=10_000, batch_size=1, model={"channels": 8}, max_seconds=0.5,
-               augment=True)
+               augment=["flip", "zoom"])
     r = train(cfg, data["manifest"], tmp_path / "run")
     assert 1 <= r.step < 10_000 and read_checkpoint(tmp_path / "run")["step"] == r.step
     more = train(cfg, data["manifest"], tmp_path / "run", resume=True)

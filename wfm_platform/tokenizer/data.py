@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,8 @@ class ShardSourceError(ValueError):
     """Shards that cannot be read: missing manifest/shard, empty set, no usable clip."""
 
 
+AUGMENTATIONS = ("flip", "stride", "zoom")  # decode_window's training-window augmentations
+
 # More unusable clips than this before the first usable one: the data is wrong, not one clip.
 MAX_SKIPS_BEFORE_ANY = 50
 
@@ -54,21 +56,28 @@ def count_skip(e: ClipTooShortError, bad: int, usable: int, source: str) -> int:
 
 
 def decode_window(data: bytes, num_frames: int, size: tuple[int, int], *, rng: np.random.Generator | None = None,
-                  resize_short: int | None = None, augment: bool = False, key: str = "clip") -> np.ndarray:
+                  resize_short: int | None = None, augment: Collection[str] = (),
+                  key: str = "clip") -> np.ndarray:
     """mp4 bytes -> uint8 frames [num_frames, h, w, 3] (size = (h, w)).
 
     rng given: random temporal start and random crop; None: first frames and centre crop.
     resize_short: resize so the frame's short side is at least this many pixels before cropping
     (default: the smallest resize that still covers the crop, i.e. the most scene in view).
-    augment (with rng): a horizontal flip half the time, every 2nd frame half the time (twice the
-    motion per frame, where the clip is long enough) and a zoom of 1-1.5x before cropping. Few source
-    videos make small tokenizers overfit; these stretch the same footage without changing its statistics.
+    augment (only with rng), any of AUGMENTATIONS: "flip" mirrors the window half the time, "stride" takes
+    every 2nd frame half the time (twice the motion per frame, where the clip is long enough), "zoom"
+    enlarges 1-1.5x before cropping. All three are drawn whichever are on, so turning one on leaves the
+    others' draws unchanged.
     """
     h, w = size
-    aug = augment and rng is not None
-    flip = aug and bool(rng.integers(0, 2))
-    stride = 2 if aug and rng.integers(0, 2) else 1
-    zoom = float(rng.uniform(1.0, 1.5)) if aug else 1.0
+    unknown = set(augment) - set(AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; choose from {list(AUGMENTATIONS)}")
+    aug = bool(augment) and rng is not None
+    flip_draw, stride_draw, zoom_draw = (int(rng.integers(0, 2)), int(rng.integers(0, 2)),
+                                         float(rng.uniform(1.0, 1.5))) if aug else (0, 0, 1.0)
+    flip = aug and "flip" in augment and flip_draw == 1
+    stride = 2 if aug and "stride" in augment and stride_draw == 1 else 1
+    zoom = zoom_draw if aug and "zoom" in augment else 1.0
     try:
         container = av.open(io.BytesIO(data), metadata_errors="ignore")
     except av.error.FFmpegError as e:
@@ -166,7 +175,7 @@ class ClipStreamConfig:
     size: tuple[int, int] = (64, 64)  # (h, w)
     resize_short: int | None = None
     random_crop: bool = True
-    augment: bool = False
+    augment: tuple[str, ...] = ()
     flow: bool = False
     seed: int = 0
 

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -71,8 +72,9 @@ class TrainConfig(BaseModel):
     crop: tuple[int, int] = Field((64, 64), description="(height, width) of the training crop")
     resize_short: int | None = Field(None, description="resize the short side to this before cropping")
     random_crop: bool = True
-    augment: bool = Field(False, description="flips, 2x frame stride and 1-1.5x zoom on training windows "
-                          "(for small footage sets; needs random_crop)")
+    augment: list[Literal["flip", "stride", "zoom"]] = Field(
+        default_factory=list, description="training-window augmentations (needs random_crop): flip = mirror "
+        "half the time, stride = every 2nd frame half the time, zoom = 1-1.5x before cropping")
     batch_size: int = Field(2, ge=1, description="per process")
     steps: int = Field(1000, ge=1)
     max_seconds: float | None = Field(None, gt=0, description="stop (with a checkpoint) once training has run "
@@ -423,7 +425,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
     loss_fn = TokenizerLoss(cfg.loss).to(d.device)
     stream = ClipStream(source, ClipStreamConfig(num_frames=cfg.num_frames, size=tuple(cfg.crop),
                                                  resize_short=cfg.resize_short, random_crop=cfg.random_crop,
-                                                 augment=cfg.augment, flow=loss_fn.needs_flow, seed=cfg.seed),
+                                                 augment=tuple(cfg.augment), flow=loss_fn.needs_flow, seed=cfg.seed),
                         store=store, rank=d.rank, world_size=d.world_size, skip=data_pos)
     use_bf16 = cfg.bf16 and d.device.type == "cuda"
     losses: list[float] = []
