@@ -32,10 +32,10 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 t0=$SECONDS
 
 echo "== 1. GPU tests"
-timeout "${TEST_S:-110}" python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" \
-  tests/test_tokenizer_gpu.py tests/test_models_fsdp.py tests/test_models_diffusion.py \
+timeout "${TEST_S:-110}" python3 -m pytest -v -m gpu -p no:cacheprovider -o addopts="" \
+  tests/test_models_fsdp.py tests/test_models_diffusion.py tests/test_tokenizer_gpu.py \
   > "$OUT/gpu_tests.log" 2>&1
-echo "rc=$? after $((SECONDS - t0)) s"; tail -n 15 "$OUT/gpu_tests.log"
+echo "rc=$? after $((SECONDS - t0)) s"; grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed" "$OUT/gpu_tests.log" | tail -n 20
 
 echo "== 2. generation, 57 frames at 1280x720"
 timeout "${GEN_S:-160}" python3 bench/generation.py --device cuda --core --presets diffusion-tiny,diffusion-small \
