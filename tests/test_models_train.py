@@ -179,6 +179,16 @@ def test_resume_matches_uninterrupted_run(data, text_encoder, tmp_path):
         train("diffusion", "diffusion-tiny", cfg, "bikes2@1.0.0", tmp_path / "part", resume=True, steps=5, **kw)
 
 
+def test_max_seconds_stops_with_a_checkpoint_and_resume_goes_on(data, text_encoder, tmp_path):
+    cfg = _cfg(steps=10_000, checkpoint_every=10_000, max_seconds=0.5)
+    kw = {"store": data["store"], "text_encoder": text_encoder}
+    r = train("diffusion", "diffusion-tiny", cfg, "bikes@1.0.0", tmp_path / "run", **kw)
+    assert 1 <= r.step < 10_000 and read_checkpoint(tmp_path / "run")["step"] == r.step
+    more = train("diffusion", "diffusion-tiny", cfg, "bikes@1.0.0", tmp_path / "run", resume=True, **kw)
+    assert more.step > r.step
+    assert [e["step"] for e in read_loss_log(tmp_path / "run")] == list(range(1, more.step + 1))
+
+
 def test_activation_checkpointing_keeps_the_math(data, text_encoder, tmp_path):
     """Recomputing activations in backward trades compute for memory; the update must be the same."""
     kw = {"store": data["store"], "text_encoder": text_encoder}

@@ -46,6 +46,7 @@ from ..tokenizer.train import (
     _set_rng_state,
     lr_factor,
     setup_distributed,
+    time_is_up,
 )
 from .checkpoint import (
     LOG_FILE,
@@ -81,6 +82,8 @@ class TrainConfig(BaseModel):
     cache: bool = Field(True, description="cache encoded clips under {out}/cache (epochs 2+ skip the tokenizer)")
     batch_size: int = Field(2, ge=1, description="per process")
     steps: int = Field(1000, ge=1)
+    max_seconds: float | None = Field(None, gt=0, description="stop (with a checkpoint) once training has "
+                                      "run this long, even before `steps`; --resume continues the schedule")
     lr: float = Field(3e-4, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to lr * this")
     weight_decay: float = Field(0.01, ge=0)
@@ -407,6 +410,7 @@ def _train(family, preset, cfg: TrainConfig, dataset, out: Path, d: Dist, total:
     losses: list[float] = []
     last_index = data_pos - 1
     t0, start_step = time.perf_counter(), step
+    stopped_on_time = False
 
     def save() -> None:
         pos = int(_all_reduce(torch.tensor(last_index + 1, device=d.device), d, dist.ReduceOp.MAX))
@@ -448,11 +452,18 @@ def _train(family, preset, cfg: TrainConfig, dataset, out: Path, d: Dist, total:
                                         "time": time.time()}) + "\n")
             if on_step is not None and d.main:
                 on_step(step, total, {"loss": mean_loss, **parts})
-            if step % cfg.checkpoint_every == 0 or step >= total:
+            out_of_time = time_is_up(t0, cfg.max_seconds, d)
+            if step % cfg.checkpoint_every == 0 or step >= total or out_of_time:
                 save()
             if step >= total:
                 break
-    if step < total:
+            if out_of_time:
+                stopped_on_time = True
+                if d.main:
+                    log.info("max_seconds=%s reached at step %d of %d; stopped with a checkpoint",
+                             cfg.max_seconds, step, total)
+                break
+    if step < total and not stopped_on_time:
         raise RuntimeError(f"data stream ended at step {step} of {total}")
     elapsed = time.perf_counter() - t0
     sps = (step - start_step) / elapsed if elapsed > 0 and step > start_step else 0.0
@@ -503,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dataset", required=True, help="NAME@VERSION")
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--max-seconds", type=float, help="stop with a checkpoint after this much training time")
     ap.add_argument("--init")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--store", help="object-store root holding the datasets (default: WFM_STORAGE_ROOT)")
@@ -511,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..storage.objectstore import ObjectStore
 
-    cfg = load_train_config(a.config, strategy=a.strategy)
+    cfg = load_train_config(a.config, strategy=a.strategy, max_seconds=a.max_seconds)
     r = train(a.family, a.model, cfg, a.dataset, a.out, steps=a.steps, init=a.init, resume=a.resume,
               store=ObjectStore(a.store) if a.store else None)
     if int(os.environ.get("RANK", "0")) == 0:

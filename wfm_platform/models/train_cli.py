@@ -31,14 +31,15 @@ def _fail(msg: str) -> None:
 
 def _run(family: str, model: str, config: Path, dataset: str, out: Path, steps: int | None, init: str | None,
          resume: bool, store: str | None, strategy: str | None, as_json: bool,
-         tokenizer_checkpoint: str | None = None) -> None:
+         tokenizer_checkpoint: str | None = None, max_seconds: float | None = None) -> None:
     from ..storage.objectstore import ObjectStore
     from ..tokenizer.data import ShardSourceError
     from .checkpoint import CheckpointError, resolve_model_ref
     from .train import load_train_config, train
 
     try:
-        cfg = load_train_config(config, strategy=strategy, tokenizer_checkpoint=tokenizer_checkpoint)
+        cfg = load_train_config(config, strategy=strategy, tokenizer_checkpoint=tokenizer_checkpoint,
+                                max_seconds=max_seconds)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     total = steps or cfg.steps
@@ -72,6 +73,8 @@ Store = Annotated[str | None, typer.Option(help="object-store root with the data
                                            "or ./data/store)")]
 Strategy = Annotated[str | None, typer.Option(help="ddp | fsdp under torchrun (default: config)")]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+MaxSeconds = Annotated[float | None, typer.Option(help="stop with a checkpoint after this much training time "
+                                                  "(a time budget; --resume goes on)")]
 TokCkpt = Annotated[str | None, typer.Option(help="trained tokenizer (a `wfm tokenizer train` run folder or "
                                              "checkpoint); default: the config's tokenizer_checkpoint")]
 
@@ -79,15 +82,17 @@ TokCkpt = Annotated[str | None, typer.Option(help="trained tokenizer (a `wfm tok
 @train_app.command("diffusion")
 def diffusion(model: Model, config: Config, dataset: Dataset, out: Out, steps: Steps = None, init: Init = None,
               resume: Resume = False, store: Store = None, strategy: Strategy = None, as_json: Json = False,
-              tokenizer_checkpoint: TokCkpt = None) -> None:
+              tokenizer_checkpoint: TokCkpt = None, max_seconds: MaxSeconds = None) -> None:
     """Train a diffusion world model (DiT over CV latents) on a dataset version."""
-    _run("diffusion", model, config, dataset, out, steps, init, resume, store, strategy, as_json, tokenizer_checkpoint)
+    _run("diffusion", model, config, dataset, out, steps, init, resume, store, strategy, as_json, tokenizer_checkpoint,
+         max_seconds)
 
 
 @train_app.command("autoregressive")
 def autoregressive(model: Model, config: Config, dataset: Dataset, out: Out, steps: Steps = None,
                    init: Init = None, resume: Resume = False, store: Store = None, strategy: Strategy = None,
-                   as_json: Json = False, tokenizer_checkpoint: TokCkpt = None) -> None:
+                   as_json: Json = False, tokenizer_checkpoint: TokCkpt = None,
+                   max_seconds: MaxSeconds = None) -> None:
     """Train an autoregressive world model (decoder-only transformer over DV tokens) on a dataset version."""
     _run("autoregressive", model, config, dataset, out, steps, init, resume, store, strategy, as_json,
-         tokenizer_checkpoint)
+         tokenizer_checkpoint, max_seconds)

@@ -165,6 +165,15 @@ def _all_reduce(v: torch.Tensor, d: Dist, op=None) -> torch.Tensor:
     return v
 
 
+def time_is_up(t0: float, max_seconds: float | None, d: Dist) -> bool:
+    """True once a run started at perf_counter() t0 has trained max_seconds (None: never); every rank
+    gets the same answer, so all stop at the same step. Shared with models/train.py."""
+    if max_seconds is None:
+        return False
+    late = torch.tensor(float(time.perf_counter() - t0 >= max_seconds), device=d.device)
+    return float(_all_reduce(late, d, dist.ReduceOp.MAX)) > 0
+
+
 # ---------------------------------------------------------------- checkpoints
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -473,9 +482,7 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
                     f.write(json.dumps(rec) + "\n")
             if on_step is not None and d.main:
                 on_step(step, total, {"loss": mean_loss, **parts})
-            out_of_time = cfg.max_seconds is not None and float(_all_reduce(
-                torch.tensor(float(time.perf_counter() - t0 >= cfg.max_seconds), device=d.device), d,
-                dist.ReduceOp.MAX)) > 0  # every rank stops at the same step
+            out_of_time = time_is_up(t0, cfg.max_seconds, d)
             if step % cfg.checkpoint_every == 0 or step >= total or out_of_time:
                 save()
             if step >= total:
