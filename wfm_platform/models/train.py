@@ -452,16 +452,10 @@ def _train(family, preset, cfg: TrainConfig, dataset, out: Path, d: Dist, total:
                                         "time": time.time()}) + "\n")
             if on_step is not None and d.main:
                 on_step(step, total, {"loss": mean_loss, **parts})
-            out_of_time = time_is_up(t0, cfg.max_seconds, d)
-            if step % cfg.checkpoint_every == 0 or step >= total or out_of_time:
+            stopped_on_time = time_is_up(t0, cfg.max_seconds, d, step, total)
+            if step % cfg.checkpoint_every == 0 or step >= total or stopped_on_time:
                 save()
-            if step >= total:
-                break
-            if out_of_time:
-                stopped_on_time = True
-                if d.main:
-                    log.info("max_seconds=%s reached at step %d of %d; stopped with a checkpoint",
-                             cfg.max_seconds, step, total)
+            if step >= total or stopped_on_time:
                 break
     if step < total and not stopped_on_time:
         raise RuntimeError(f"data stream ended at step {step} of {total}")

@@ -165,13 +165,16 @@ def _all_reduce(v: torch.Tensor, d: Dist, op=None) -> torch.Tensor:
     return v
 
 
-def time_is_up(t0: float, max_seconds: float | None, d: Dist) -> bool:
-    """True once a run started at perf_counter() t0 has trained max_seconds (None: never); every rank
-    gets the same answer, so all stop at the same step. Shared with models/train.py."""
+def time_is_up(t0: float, max_seconds: float | None, d: Dist, step: int, total: int) -> bool:
+    """True (and logged) once a run started at perf_counter() t0 has trained max_seconds (None: never);
+    every rank gets the same answer, so all stop at the same step. Shared with models/train.py."""
     if max_seconds is None:
         return False
     late = torch.tensor(float(time.perf_counter() - t0 >= max_seconds), device=d.device)
-    return float(_all_reduce(late, d, dist.ReduceOp.MAX)) > 0
+    up = float(_all_reduce(late, d, dist.ReduceOp.MAX)) > 0
+    if up and d.main and step < total:
+        log.info("max_seconds=%s reached at step %d of %d; stopping with a checkpoint", max_seconds, step, total)
+    return up
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -482,16 +485,10 @@ def _train(cfg: TrainConfig, shards, out: Path, d: Dist, total: int, init, resum
                     f.write(json.dumps(rec) + "\n")
             if on_step is not None and d.main:
                 on_step(step, total, {"loss": mean_loss, **parts})
-            out_of_time = time_is_up(t0, cfg.max_seconds, d)
-            if step % cfg.checkpoint_every == 0 or step >= total or out_of_time:
+            stopped_on_time = time_is_up(t0, cfg.max_seconds, d, step, total)
+            if step % cfg.checkpoint_every == 0 or step >= total or stopped_on_time:
                 save()
-            if step >= total:
-                break
-            if out_of_time:
-                stopped_on_time = True
-                if d.main:
-                    log.info("max_seconds=%s reached at step %d of %d; stopped with a checkpoint",
-                             cfg.max_seconds, step, total)
+            if step >= total or stopped_on_time:
                 break
     if step < total and not stopped_on_time:
         raise RuntimeError(f"data stream ended at step {step} of {total}")
