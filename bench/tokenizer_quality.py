@@ -126,12 +126,13 @@ def main() -> None:
     if a.prepare:
         return prepare(a.prepare)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    augment = [x for x in a.augment.split(",") if x]
     report: dict = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "device": device,
                                 "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
                                 "threads": torch.get_num_threads()},
                     "steps": a.steps, "preset": a.preset, "crop": a.crop, "num_frames": a.num_frames,
                     "batch_size": a.batch_size, "resize_short": a.resize_short, "channels": a.channels,
-                    "augment": a.augment,
+                    "augment": augment,
                     "held_out": [h[0] for h in HELD_OUT], "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -150,7 +151,7 @@ def main() -> None:
                                          checkpoint_every=steps, num_frames=a.num_frames,
                                          batch_size=a.batch_size, lr=a.lr, num_workers=a.num_workers,
                                          log_every=10, resize_short=a.resize_short,
-                                         augment=[x for x in a.augment.split(",") if x],
+                                         augment=augment,
                                          max_seconds=max_seconds,
                                          model={"channels": a.channels} if a.channels else {})
 
