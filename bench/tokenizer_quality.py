@@ -116,6 +116,7 @@ def main() -> None:
                     "and training stops there in any case (the row records steps_done)")
     ap.add_argument("--augment", default="", help="comma-separated training augmentations: flip,stride,zoom")
     ap.add_argument("--channels", type=int, default=None, help="override the preset's base width")
+    ap.add_argument("--seed", type=int, default=0, help="weights, crops and data order (repeat a row to see its noise)")
     ap.add_argument("--num-workers", type=int, default=0, help="decode processes (use them on a GPU)")
     ap.add_argument("--prepare", type=Path, help="only curate shards + held-out clips into this folder")
     ap.add_argument("--data", type=Path, help="use a folder made by --prepare instead of curating")
@@ -132,7 +133,7 @@ def main() -> None:
                                 "threads": torch.get_num_threads()},
                     "steps": a.steps, "preset": a.preset, "crop": a.crop, "num_frames": a.num_frames,
                     "batch_size": a.batch_size, "resize_short": a.resize_short, "channels": a.channels,
-                    "augment": augment,
+                    "augment": augment, "seed": a.seed,
                     "held_out": [h[0] for h in HELD_OUT], "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -151,7 +152,7 @@ def main() -> None:
                                          checkpoint_every=steps, num_frames=a.num_frames,
                                          batch_size=a.batch_size, lr=a.lr, num_workers=a.num_workers,
                                          log_every=10, resize_short=a.resize_short,
-                                         augment=augment,
+                                         augment=augment, seed=a.seed,
                                          max_seconds=max_seconds,
                                          model={"channels": a.channels} if a.channels else {})
 
