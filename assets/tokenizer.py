@@ -86,7 +86,7 @@ def tokenizer_checkpoint(
         result = train(cfg, None if dv else train_uris, out, steps=config.steps or None, store=store, dataset=dv,
                        resume=(out / CKPT_NAME).exists() and bool(config.steps))
         metrics, preview = evaluate_on_shards(load_tokenizer(result.checkpoint), held_out or shard_uris[:1],
-                                              store, num_frames=cfg.num_frames * 2 + 1)
+                                              store, num_frames=2 * (cfg.num_frames or 9) + 1)  # unset window: 19 frames
     checkpoint_uri = str(result.checkpoint) if store.is_plain_local else store.uri(f"{rel}/{CKPT_NAME}")
     losses = result.losses
     first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))

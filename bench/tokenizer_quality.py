@@ -106,7 +106,8 @@ def main() -> None:
     ap.add_argument("--names", default="cv4x8x8,dv4x8x8")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--crop", type=int, default=64)
-    ap.add_argument("--num-frames", type=int, default=9)
+    ap.add_argument("--num-frames", type=int, default=None,
+                    help="training window (default: the trainer's, 1 + 2t: 9 for 4x, 17 for 8x tokenizers)")
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--resize-short", type=int, default=None,
@@ -174,7 +175,7 @@ def main() -> None:
             t, s = tc.temporal_compression, tc.spatial_compression
             base = [video_metrics(v, naive(v, t, s)) for v in videos]
             report["rows"].append({
-                "tokenizer": name, "steps_done": res.step, "train_seconds": round(secs, 1),
+                "tokenizer": name, "num_frames": cfg.window_frames(t), "steps_done": res.step, "train_seconds": round(secs, 1),
                 "steps_per_s": round(res.steps_per_s, 2),
                 "params": sum(p.numel() for p in res.model.parameters()),
                 "loss_first5": round(float(np.mean(res.losses[:5])), 4),

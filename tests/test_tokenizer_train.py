@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 from typer.testing import CliRunner
 
 from wfm_platform.curation.shards import ShardSample, write_shards
@@ -218,6 +219,16 @@ def test_training_reduces_loss_and_beats_untrained(trained, data):
     after = evaluate_videos(tok, [data["held_out"]], num_frames=9)["overall"]
     assert after["psnr"] > before["psnr"] + 3, (before, after)
     assert after["ssim"] > before["ssim"]
+
+
+def test_unset_window_gives_every_tokenizer_two_latent_frames_after_the_first(trained):
+    cfg = load_train_config(CONFIG)
+    assert cfg.num_frames is None
+    assert (cfg.window_frames(1), cfg.window_frames(4), cfg.window_frames(8)) == (9, 9, 17)
+    assert cfg.model_copy(update={"num_frames": 25}).window_frames(8) == 25
+    # a run's own config records the window it trained on, never the unset value
+    run_cfg = yaml.safe_load((trained["out"] / "train_config.yaml").read_text())
+    assert run_cfg["num_frames"] == _cfg().window_frames(4) == 9
 
 
 def test_resume_matches_uninterrupted_run(data, tmp_path):
