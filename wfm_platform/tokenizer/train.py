@@ -99,7 +99,8 @@ class TrainConfig(BaseModel):
     def window_frames(self, temporal_compression: int) -> int:
         """num_frames, or when unset 1 + 2t, at least 9: 9 for 4x and image tokenizers, 17 for 8x ones.
         Two latent frames after frame 0's, because tiled encode/decode runs a model on 4-6 latent frames;
-        with 9-frame windows the 8x models saw one and did worse on held-out clips (README)."""
+        with 9-frame windows the 8x models saw one and did worse on held-out clips at the same step budget
+        (a tie at the same number of frames seen; README)."""
         return self.num_frames or max(9, 1 + 2 * temporal_compression)
 
     @field_validator("crop")
