@@ -62,6 +62,9 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
+MIN_WINDOW_FRAMES = 9  # the shortest default training window (4x and image tokenizers)
+
+
 class TrainConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -101,7 +104,7 @@ class TrainConfig(BaseModel):
         Two latent frames after frame 0's, because tiled encode/decode runs a model on 4-6 latent frames;
         with 9-frame windows the 8x models saw one and did worse on held-out clips at the same step budget
         (a tie at the same number of frames seen; README)."""
-        return self.num_frames or max(9, 1 + 2 * temporal_compression)
+        return self.num_frames or max(MIN_WINDOW_FRAMES, 1 + 2 * temporal_compression)
 
     @field_validator("crop")
     @classmethod
