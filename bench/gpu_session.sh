@@ -3,14 +3,9 @@
 # tests <= 110 s, generation <= 160 s, tokenizer quality 2 x <= 120 s, then tokenizer speed 2 x <= 60 s
 # only if the stages before finished within 430 s).
 #
-# Prepare here (once; both paths are git-ignored):
-#   .venv/bin/python bench/tokenizer_quality.py --prepare .cache/tokq     # curated shards + held-out clips
-#   the cp312 wheels the GPU image (Python 3.12, torch 2.11) lacks, into .whl/:
-#     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#       av==18.1.0 webdataset braceexpand pydantic==2.14.4 pydantic_core==2.50.5 annotated_types \
-#       typing_inspection typing_extensions cryptography==50.0.2 cffi pycparser
-#   (av 19 dropped the metadata_errors argument we pass; 42 MB of the 64 MiB a run may carry)
+# Prepare here first, once per VM (both paths are git-ignored): bash bench/prepare_gpu_session.sh
+#   builds .whl/ (the cp312 wheels the GPU image, Python 3.12 + torch 2.11, lacks; ~42 MB of the 64 MiB a run
+#   may carry) and .cache/tokq/ (curated shards + held-out clips for stage 3).
 # Run with the device tool:
 #   run(command="bash bench/gpu_session.sh", carry=[".whl", ".cache/tokq"], timeout_s=590)
 # Each stage has its own time limit, writes under $OUT (8 files: what a run may bring back) and does not stop
