@@ -140,7 +140,7 @@ def one(spec: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--presets", default="diffusion-tiny,diffusion-small,ar-tiny")
     ap.add_argument("--frames", type=int, default=57)
     ap.add_argument("--width", type=int, default=1280)
@@ -158,6 +158,10 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(json.loads(args.one))))
         return
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device visible")
 
     rows, specs = [], []
     for preset in [p for p in args.presets.split(",") if p]:
