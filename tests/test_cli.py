@@ -37,6 +37,25 @@ def test_help_explains():
     assert "--out" in r.stdout and "one batch" in r.stdout
 
 
+def test_every_command_has_a_one_line_summary():
+    """The command panels of `--help` show a command's first help paragraph with its line breaks kept, so a
+    summary wrapped in the docstring comes out ragged: each one must be a single line."""
+    import inspect
+
+    import typer
+
+    from wfm_platform.cli import app
+
+    def walk(cmd, path):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield path + [name], inspect.cleandoc(sub.short_help or sub.help or "").split("\n\n")[0]
+            yield from walk(sub, path + [name])
+
+    summaries = dict((" ".join(p), h) for p, h in walk(typer.main.get_command(app), []))
+    assert len(summaries) > 30 and "tokenizer train" in summaries
+    assert not {p: h for p, h in summaries.items() if "\n" in h or not h}
+
+
 def test_curate_json_summary(tmp_path, samples_dir):
     d = tmp_path / "my batch"
     d.mkdir()

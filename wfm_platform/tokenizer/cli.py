@@ -69,8 +69,10 @@ def train_cmd(
     max_seconds: Annotated[float | None, typer.Option(help="stop with a checkpoint after this much training "
                                                       "time (a time budget; --resume goes on)")] = None,
 ) -> None:
-    """Train (or fine-tune) a tokenizer on a dataset version (--dataset) or on curated WebDataset shards
-    (--shards); the checkpoint records which. For several processes:
+    """Train (or fine-tune) a tokenizer on a dataset version or on curated WebDataset shards.
+
+    Give --dataset NAME@VERSION or --shards; the checkpoint records which. For several processes:
+
     torchrun --nproc_per_node N -m wfm_platform.tokenizer.train --config ... --dataset ... --out ..."""
     from ..storage.objectstore import default_store
     from .train import load_train_config, train
