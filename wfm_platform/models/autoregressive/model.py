@@ -236,7 +236,9 @@ class CrossAttention(nn.Module):
         if self.kvh != self.h:
             k = k.repeat_interleave(self.h // self.kvh, dim=1)
             v = v.repeat_interleave(self.h // self.kvh, dim=1)
-        return k, v
+        # FSDP2 runs this method as its own unit, and both branches above end in views: hand back fresh
+        # tensors so that no later in-place op can drop its backward hook (a copy of a few text tokens' K/V)
+        return k.clone(), v.clone()
 
     def forward(self, x, kv: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
