@@ -97,7 +97,14 @@ def prepare(dst: Path, sources: list[str]) -> None:
             shutil.copy(uri.removeprefix("file://"), dst / f"train-{i:03d}.tar")
         for c in held_out_clips(Path(tmp)):
             shutil.copy(c, dst / c.name)
+    (dst / "sources.json").write_text(json.dumps(sources) + "\n")
     print(json.dumps({"prepared": sorted(p.name for p in dst.iterdir())}))
+
+
+def data_sources(data: Path) -> list[str] | None:
+    """The training sources a --prepare folder was curated from (None for folders made before it said)."""
+    f = data / "sources.json"
+    return json.loads(f.read_text()) if f.exists() else None
 
 
 def main() -> None:
@@ -139,7 +146,7 @@ def main() -> None:
                                 "threads": torch.get_num_threads()},
                     "steps": a.steps, "preset": a.preset, "crop": a.crop, "num_frames": a.num_frames,
                     "batch_size": a.batch_size, "resize_short": a.resize_short, "channels": a.channels,
-                    "augment": augment, "seed": a.seed, "train_sources": None if a.data else sources,
+                    "augment": augment, "seed": a.seed, "train_sources": data_sources(a.data) if a.data else sources,
                     "held_out": [h[0] for h in HELD_OUT], "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
