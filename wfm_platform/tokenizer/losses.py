@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
+from .metrics import gaussian_1d, ssim_map
+
 log = logging.getLogger(__name__)
 
 
@@ -78,11 +80,6 @@ def l1_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (rec.float() - x.float()).abs().mean()
 
 
-def _gauss(size: int, sigma: float, device, dtype) -> torch.Tensor:
-    g = torch.exp(-((torch.arange(size, device=device, dtype=dtype) - size // 2) ** 2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def ssim_map_mean(rec: torch.Tensor, x: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Differentiable mean SSIM over frames and channels (Gaussian window, data range 2 for [-1,1]).
 
@@ -90,24 +87,11 @@ def ssim_map_mean(rec: torch.Tensor, x: torch.Tensor, window: int = 11, sigma: f
     frames smaller than 11 pixels so tiny training crops still work.
     """
     a, b = _frames(rec.float()), _frames(x.float())
-    _, c, h, w = a.shape
+    h, w = a.shape[-2:]
     win = min(window, h - (1 - h % 2), w - (1 - w % 2))
     if win < 3:
         raise ValueError(f"frames {h}x{w} are too small for SSIM (need at least 3x3)")
-    g = _gauss(win, sigma, a.device, a.dtype)
-    kx = g.view(1, 1, 1, win).expand(c, 1, 1, win)
-    ky = g.view(1, 1, win, 1).expand(c, 1, win, 1)
-
-    def blur(v: torch.Tensor) -> torch.Tensor:  # separable Gaussian, valid region, per channel
-        return F.conv2d(F.conv2d(v, kx, groups=c), ky, groups=c)
-
-    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
-    mu_a, mu_b = blur(a), blur(b)
-    saa = blur(a * a) - mu_a**2
-    sbb = blur(b * b) - mu_b**2
-    sab = blur(a * b) - mu_a * mu_b
-    m = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
-    return m.mean()
+    return ssim_map(a, b, gaussian_1d(win, sigma, a.dtype, a.device), data_range=2.0).mean()
 
 
 def ssim_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -47,17 +47,30 @@ def psnr(ref, rec) -> float:
     return math.inf if mse == 0 else 10 * math.log10(DATA_RANGE**2 / mse)
 
 
-def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    g = torch.exp(-((torch.arange(size, dtype=torch.float64) - size // 2) ** 2) / (2 * sigma**2))
+def gaussian_1d(size: int = 11, sigma: float = 1.5, dtype=torch.float64, device=None) -> torch.Tensor:
+    g = torch.exp(-((torch.arange(size, dtype=dtype, device=device) - size // 2) ** 2) / (2 * sigma**2))
     return g / g.sum()
 
 
-def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """The 2-D Gaussian window as two 1-D passes (valid region): the same numbers as one 11x11 conv (to
-    1e-14), but float64 conv2d on CPU has no fast path and an 11x11 one unfolds 121 copies of the frame;
-    two 1-D passes unfold 11 (one 640x360 frame pair: 3.05 s -> 0.43 s on the 2-core VM, busy)."""
-    n = g.numel()
-    return F.conv2d(F.conv2d(x, g.view(1, 1, n, 1)), g.view(1, 1, 1, n))
+def ssim_map(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, data_range: float) -> torch.Tensor:
+    """SSIM map of image batches [N, C, H, W] with the separable Gaussian window g (1-D), valid region, per
+    channel. The one SSIM body: ssim_frame (float64, range 255) and the training loss (float32, range 2).
+    Two 1-D passes give the numbers of one 2-D conv (to 1e-14), but float64 conv2d on CPU has no fast path
+    and an 11x11 one unfolds 121 copies of the frame where two 1-D ones unfold 11 (one 640x360 frame pair:
+    3.05 s -> 0.43 s on the 2-core VM, busy)."""
+    c, n = x.shape[1], g.numel()
+    kx = g.view(1, 1, 1, n).expand(c, 1, 1, n)
+    ky = g.view(1, 1, n, 1).expand(c, 1, n, 1)
+
+    def blur(v: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(v, kx, groups=c), ky, groups=c)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
 
 
 def ssim_frame(ref, rec) -> float:
@@ -68,18 +81,10 @@ def ssim_frame(ref, rec) -> float:
         raise ValueError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
     if a.dim() == 2:
         a, b = a[..., None], b[..., None]
-    g = _gaussian_1d()
+    g = gaussian_1d()
     if min(a.shape[0], a.shape[1]) < g.numel():
         raise ValueError(f"frame {tuple(a.shape[:2])} smaller than the 11x11 SSIM window")
-    x = a.permute(2, 0, 1)[:, None]  # [C,1,H,W]: channels as a batch
-    y = b.permute(2, 0, 1)[:, None]
-    c1, c2 = (0.01 * DATA_RANGE) ** 2, (0.03 * DATA_RANGE) ** 2
-    mu_x, mu_y = _blur(x, g), _blur(y, g)
-    sxx = _blur(x * x, g) - mu_x**2
-    syy = _blur(y * y, g) - mu_y**2
-    sxy = _blur(x * y, g) - mu_x * mu_y
-    m = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return float(m.mean())
+    return float(ssim_map(a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None], g, DATA_RANGE).mean())
 
 
 def ssim(ref, rec) -> float:
