@@ -57,7 +57,6 @@ def tokenizer_checkpoint(
     from wfm_platform.config_io import repo_path
     from wfm_platform.tokenizer.train import (
         CKPT_NAME,
-        MIN_WINDOW_FRAMES,
         evaluate_on_shards,
         load_tokenizer,
         load_train_config,
@@ -92,9 +91,8 @@ def tokenizer_checkpoint(
     with run_in_store(store, rel, resume=bool(config.steps)) as out:  # in place, or a temp folder uploaded after
         result = train(cfg, None if dv else train_uris, out, steps=config.steps or None, store=store, dataset=dv,
                        resume=(out / CKPT_NAME).exists() and bool(config.steps))
-        # an unset window evaluates 19 frames for every tokenizer (2 x 17 + 1 could outrun short curated clips)
         metrics, preview = evaluate_on_shards(load_tokenizer(result.checkpoint), held_out or shard_uris[:1],
-                                              store, num_frames=2 * (cfg.num_frames or MIN_WINDOW_FRAMES) + 1)
+                                              store, num_frames=cfg.eval_frames())
     checkpoint_uri = str(result.checkpoint) if store.is_plain_local else store.uri(f"{rel}/{CKPT_NAME}")
     losses = result.losses
     first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))

@@ -226,6 +226,7 @@ def test_unset_window_gives_every_tokenizer_two_latent_frames_after_the_first(tr
     assert cfg.num_frames is None
     assert (cfg.window_frames(1), cfg.window_frames(4), cfg.window_frames(8)) == (9, 9, 17)
     assert cfg.model_copy(update={"num_frames": 25}).window_frames(8) == 25
+    assert cfg.eval_frames() == 19 and cfg.model_copy(update={"num_frames": 9}).eval_frames() == 19
     # a run's own config records the window it trained on, never the unset value
     run_cfg = yaml.safe_load((trained["out"] / "train_config.yaml").read_text())
     assert run_cfg["num_frames"] == _cfg().window_frames(4) == 9

@@ -106,6 +106,11 @@ class TrainConfig(BaseModel):
         (a tie at the same number of frames seen; README)."""
         return self.num_frames or max(MIN_WINDOW_FRAMES, 1 + 2 * temporal_compression)
 
+    def eval_frames(self) -> int:
+        """Frames of a held-out evaluation: two windows and one, so the model runs past its training length;
+        19 when the window is unset, for every tokenizer (2 x 17 + 1 could outrun short curated clips)."""
+        return 2 * (self.num_frames or MIN_WINDOW_FRAMES) + 1
+
     @field_validator("crop")
     @classmethod
     def _crop(cls, v: tuple[int, int]) -> tuple[int, int]:
