@@ -133,6 +133,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="keep checkpoints here (default: a temp folder)")
     ap.add_argument("--report", type=Path, help="also write the final JSON here (e.g. bench/results/...json)")
     a = ap.parse_args()
+    if a.data and a.extra_footage:
+        ap.error("--extra-footage chooses what to curate; a --data folder was curated already (--prepare it with "
+                 "--extra-footage instead)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # progress on stderr
     from wfm_platform.samples import EXTRA_DEBIAN_FILES
 
